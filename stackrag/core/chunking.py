@@ -1,0 +1,87 @@
+"""Splitting text into chunks (what a query returns) and embedding windows (what gets embedded).
+
+Tokens are the embedding model's own WordPiece tokens (see providers/inference), so a chunk's
+`token_count` is what the model would read. A chunk may be longer than the model can read
+(MiniLM: 254 tokens plus two specials); it is then embedded as several windows that together
+cover every token, so no text of it goes unembedded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..providers.protocols import Tokenizer
+
+# Overlap between neighbouring embedding windows, so a sentence cut at a window edge is still
+# seen whole by one of them.
+WINDOW_OVERLAP_TOKENS = 32
+
+
+@dataclass
+class TextChunk:
+    chunk_id: str
+    document_id: str
+    content: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def chunk_id_for(document_id: str, index: int, content: str) -> str:
+    return hashlib.sha256(f"{document_id}\x00{index}\x00{content}".encode()).hexdigest()[:32]
+
+
+def token_spans(tokenizer: Tokenizer, text: str) -> list[tuple[int, int]]:
+    return [span for span in tokenizer.offsets(text) if span[1] > span[0]]
+
+
+def split_document(
+    text: str,
+    document_id: str,
+    chunk_size: int,
+    tokenizer: Tokenizer,
+    metadata: dict[str, Any] | None = None,
+    overlap: int | None = None,
+) -> list[TextChunk]:
+    """Overlapping windows of `chunk_size` tokens; the overlap defaults to a quarter, as in Llama Stack."""
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be positive")
+    overlap = chunk_size // 4 if overlap is None else overlap
+    if not 0 <= overlap < chunk_size:
+        raise ValueError("overlap must be smaller than chunk_size")
+    spans = token_spans(tokenizer, text)
+    doc_metadata = dict(metadata or {})
+    metadata_tokens = tokenizer.count(str(doc_metadata)) if doc_metadata else 0
+    chunks: list[TextChunk] = []
+    step = chunk_size - overlap
+    for index, start in enumerate(range(0, max(len(spans) - overlap, 1), step)):
+        window = spans[start : start + chunk_size]
+        if not window:
+            break
+        # Slicing the original text (rather than decoding tokens) keeps case, spacing and markup.
+        content = text[window[0][0] : window[-1][1]]
+        chunk_metadata = {
+            **doc_metadata,
+            "document_id": document_id,
+            "token_count": len(window),
+            "metadata_token_count": metadata_tokens,
+        }
+        chunks.append(TextChunk(chunk_id_for(document_id, index, content), document_id, content, chunk_metadata))
+    return chunks
+
+
+def embedding_windows(text: str, tokenizer: Tokenizer, max_tokens: int) -> list[str]:
+    """Evenly spaced windows of at most `max_tokens` tokens that together cover all of `text`."""
+    spans = token_spans(tokenizer, text)
+    if len(spans) <= max_tokens:
+        return [text]
+    overlap = min(WINDOW_OVERLAP_TOKENS, max_tokens // 4)
+    count = math.ceil((len(spans) - overlap) / (max_tokens - overlap))
+    stride = (len(spans) - max_tokens) / (count - 1)
+    windows = []
+    for i in range(count):
+        start = round(i * stride)
+        window = spans[start : start + max_tokens]
+        windows.append(text[window[0][0] : window[-1][1]])
+    return windows

@@ -1,0 +1,289 @@
+"""Ingestion: documents -> text -> chunks -> embedding windows -> rows in the vector DB's collection.
+
+Every document is written in one `write` call, so its chunks land together or not at all, and a
+document_id that is inserted again replaces its old chunks. Embedding runs in batches on a worker
+thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import numpy as np
+
+from ..config import FetchSettings, IngestionSettings
+from ..errors import BadRequest, PayloadTooLarge
+from ..providers.protocols import Embedder, Replace, StoredRow, VectorIndex
+from .chunking import TextChunk, embedding_windows, split_document
+from .documents import document_text
+from .records import VectorDBRecord
+from .text import content_as_text
+
+log = logging.getLogger(__name__)
+
+MIN_CHUNK_TOKENS = 16
+MAX_CHUNK_TOKENS = 4096
+# A chunk is stored whole in each of its rows (Milvus JSON fields hold at most 64 KiB).
+MAX_CHUNK_JSON_BYTES = 60_000
+# Documents fetched at once; fetching is I/O bound, embedding is the real bottleneck.
+FETCH_CONCURRENCY = 8
+# Windows embedded and written per step: large enough to batch well, small enough to keep memory flat.
+WINDOWS_PER_STEP = 256
+
+Progress = Callable[[int, int], Awaitable[None] | None]
+
+
+@dataclass
+class PreparedChunk:
+    chunk_id: str
+    document_id: str
+    stored: dict[str, Any]  # the chunk as queries return it: content + metadata
+    windows: list[str]
+    embedding: np.ndarray | None = None
+
+
+@dataclass
+class InsertStats:
+    documents: int = 0
+    chunks: int = 0
+    windows: int = 0
+    seconds: float = 0.0
+
+
+class Ingestion:
+    def __init__(self, fetch: FetchSettings, limits: IngestionSettings):
+        self._fetch = fetch
+        self._limits = limits
+
+    # -- rag-tool insert: whole documents ----------------------------------------------------
+
+    async def insert_documents(
+        self,
+        vector_db: VectorDBRecord,
+        index: VectorIndex,
+        embedder: Embedder,
+        documents: list[dict[str, Any]],
+        chunk_size_in_tokens: int,
+    ) -> InsertStats:
+        started = time.perf_counter()
+        self._check_documents(documents, chunk_size_in_tokens)
+        semaphore = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+        async def text_of(doc: dict[str, Any], position: int) -> str:
+            async with semaphore:
+                try:
+                    return await document_text(
+                        doc.get("content"), doc.get("mime_type"), self._fetch, self._limits.max_document_bytes
+                    )
+                except (BadRequest, PayloadTooLarge) as exc:
+                    exc.message = f"documents[{position}] ({doc['document_id']}): {exc.message}"
+                    raise
+
+        texts = await asyncio.gather(*(text_of(doc, i) for i, doc in enumerate(documents)))
+        prepared: list[list[PreparedChunk]] = []
+        for position, (doc, text) in enumerate(zip(documents, texts)):
+            chunks = await asyncio.to_thread(
+                split_document, text, doc["document_id"], chunk_size_in_tokens, embedder.tokenizer,
+                doc.get("metadata") or {},
+            )
+            if not chunks:
+                raise BadRequest(f"documents[{position}] ({doc['document_id']}) has no text to index")
+            prepared.append(
+                await asyncio.to_thread(self._prepare_text_chunks, chunks, embedder)
+            )
+        total_chunks = sum(len(p) for p in prepared)
+        if total_chunks > self._limits.max_chunks_per_request:
+            raise PayloadTooLarge(
+                f"these documents make {total_chunks} chunks; the limit per request is "
+                f"{self._limits.max_chunks_per_request} (send fewer documents or a larger chunk_size_in_tokens)"
+            )
+        stats = await self._write_documents(vector_db, index, embedder, prepared)
+        stats.seconds = time.perf_counter() - started
+        log.info(
+            "inserted %d documents (%d chunks, %d windows) into %s in %.2f s",
+            stats.documents, stats.chunks, stats.windows, vector_db.identifier, stats.seconds,
+        )
+        return stats
+
+    def _check_documents(self, documents: list[dict[str, Any]], chunk_size: int) -> None:
+        if not documents:
+            raise BadRequest("documents must contain at least one document")
+        if len(documents) > self._limits.max_documents_per_request:
+            raise PayloadTooLarge(
+                f"{len(documents)} documents in one request; the limit is {self._limits.max_documents_per_request}"
+            )
+        if not MIN_CHUNK_TOKENS <= chunk_size <= MAX_CHUNK_TOKENS:
+            raise BadRequest(
+                f"chunk_size_in_tokens must be between {MIN_CHUNK_TOKENS} and {MAX_CHUNK_TOKENS}, not {chunk_size}"
+            )
+        seen: set[str] = set()
+        for i, doc in enumerate(documents):
+            doc_id = doc.get("document_id")
+            if not isinstance(doc_id, str) or not doc_id.strip():
+                raise BadRequest(f"documents[{i}].document_id must be a non-empty string")
+            if doc_id in seen:
+                raise BadRequest(f"documents[{i}].document_id {doc_id!r} appears twice in this request")
+            seen.add(doc_id)
+
+    def _prepare_text_chunks(self, chunks: list[TextChunk], embedder: Embedder) -> list[PreparedChunk]:
+        prepared = []
+        for chunk in _split_oversized(chunks):
+            stored = {"content": chunk.content, "metadata": chunk.metadata}
+            windows = embedding_windows(chunk.content, embedder.tokenizer, embedder.max_tokens)
+            prepared.append(PreparedChunk(chunk.chunk_id, chunk.document_id, stored, windows))
+        return prepared
+
+    async def _write_documents(
+        self,
+        vector_db: VectorDBRecord,
+        index: VectorIndex,
+        embedder: Embedder,
+        documents: list[list[PreparedChunk]],
+    ) -> InsertStats:
+        stats = InsertStats()
+        step: list[list[PreparedChunk]] = []
+        step_windows = 0
+        for chunks in documents:
+            step.append(chunks)
+            step_windows += sum(len(c.windows) for c in chunks)
+            if step_windows >= WINDOWS_PER_STEP:
+                await self._embed_and_write(vector_db, index, embedder, step, stats)
+                step, step_windows = [], 0
+        if step:
+            await self._embed_and_write(vector_db, index, embedder, step, stats)
+        return stats
+
+    async def _embed_and_write(
+        self,
+        vector_db: VectorDBRecord,
+        index: VectorIndex,
+        embedder: Embedder,
+        documents: list[list[PreparedChunk]],
+        stats: InsertStats,
+    ) -> None:
+        all_chunks = [c for chunks in documents for c in chunks]
+        vectors = await asyncio.to_thread(embedder.embed, [w for c in all_chunks for w in c.windows])
+        rows_by_doc: dict[str, list[StoredRow]] = {}
+        offset = 0
+        for chunk in all_chunks:
+            rows = rows_by_doc.setdefault(chunk.document_id, [])
+            for window, text in enumerate(chunk.windows):
+                rows.append(_row(chunk, window, text, vectors[offset]))
+                offset += 1
+        for document_id, rows in rows_by_doc.items():
+            await asyncio.to_thread(
+                index.write, vector_db.collection, rows, uuid.uuid4().hex, Replace("document_id", [document_id])
+            )
+            stats.documents += 1
+        stats.chunks += len(all_chunks)
+        stats.windows += offset
+
+    # -- vector-io insert: ready-made chunks --------------------------------------------------
+
+    async def insert_chunks(
+        self, vector_db: VectorDBRecord, index: VectorIndex, embedder: Embedder | None, chunks: list[dict[str, Any]]
+    ) -> InsertStats:
+        started = time.perf_counter()
+        if not chunks:
+            raise BadRequest("chunks must contain at least one chunk")
+        if len(chunks) > self._limits.max_chunks_per_request:
+            raise PayloadTooLarge(
+                f"{len(chunks)} chunks in one request; the limit is {self._limits.max_chunks_per_request}"
+            )
+        prepared = await asyncio.to_thread(self._prepare_chunks, vector_db, embedder, chunks)
+        needs = [c for c in prepared if c.embedding is None]
+        if needs:
+            if embedder is None:
+                raise BadRequest(f"vector DB {vector_db.identifier!r} has no embedding model to embed chunks with")
+            vectors = await asyncio.to_thread(embedder.embed, [w for c in needs for w in c.windows])
+        rows: list[StoredRow] = []
+        offset = 0
+        for chunk in prepared:
+            if chunk.embedding is not None:
+                rows.append(_row(chunk, 0, chunk.windows[0], chunk.embedding))
+                continue
+            for window, text in enumerate(chunk.windows):
+                rows.append(_row(chunk, window, text, vectors[offset]))
+                offset += 1
+        # The same chunk (document_id and content) inserted again replaces itself instead of doubling.
+        replace = Replace("chunk_id", sorted({c.chunk_id for c in prepared}))
+        await asyncio.to_thread(index.write, vector_db.collection, rows, uuid.uuid4().hex, replace)
+        return InsertStats(
+            documents=len({c.document_id for c in prepared}),
+            chunks=len(prepared),
+            windows=len(rows),
+            seconds=time.perf_counter() - started,
+        )
+
+    def _prepare_chunks(
+        self, vector_db: VectorDBRecord, embedder: Embedder | None, chunks: list[dict[str, Any]]
+    ) -> list[PreparedChunk]:
+        prepared = []
+        for i, chunk in enumerate(chunks):
+            text = content_as_text(chunk.get("content"), f"chunks[{i}].content")
+            if not text.strip():
+                raise BadRequest(f"chunks[{i}].content is empty")
+            metadata = dict(chunk.get("metadata") or {})
+            document_id = str(metadata.get("document_id") or (chunk.get("chunk_metadata") or {}).get("document_id") or "")
+            if not document_id:
+                document_id = "chunk-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+            stored = {"content": chunk.get("content"), "metadata": metadata}
+            if len(json.dumps(stored).encode()) > MAX_CHUNK_JSON_BYTES:
+                raise PayloadTooLarge(
+                    f"chunks[{i}] is larger than {MAX_CHUNK_JSON_BYTES} bytes; split it into smaller chunks"
+                )
+            chunk_id = hashlib.sha256(f"{document_id}\x00{text}".encode()).hexdigest()[:32]
+            embedding = chunk.get("embedding")
+            if embedding is not None:
+                vector = _check_embedding(embedding, vector_db.embedding_dimension, f"chunks[{i}].embedding")
+                prepared.append(PreparedChunk(chunk_id, document_id, stored, [text], vector))
+                continue
+            if embedder is None:
+                raise BadRequest(f"chunks[{i}] has no embedding and the vector DB has no embedding model")
+            windows = embedding_windows(text, embedder.tokenizer, embedder.max_tokens)
+            prepared.append(PreparedChunk(chunk_id, document_id, stored, windows))
+        return prepared
+
+
+def _row(chunk: PreparedChunk, window: int, text: str, vector: np.ndarray) -> StoredRow:
+    row_id = hashlib.sha256(f"{uuid.uuid4().hex}{chunk.chunk_id}{window}".encode()).hexdigest()[:40]
+    return StoredRow(row_id, chunk.chunk_id, chunk.document_id, window, text, vector, chunk.stored)
+
+
+def _check_embedding(value: Any, dimension: int, field: str) -> np.ndarray:
+    if not isinstance(value, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+        raise BadRequest(f"{field} must be a list of numbers")
+    if len(value) != dimension:
+        raise BadRequest(f"{field} has {len(value)} dimensions; this vector DB uses {dimension}")
+    vector = np.asarray(value, dtype=np.float32)
+    if not np.all(np.isfinite(vector)):
+        raise BadRequest(f"{field} contains NaN or infinite values")
+    norm = float(np.linalg.norm(vector))
+    if norm == 0.0:
+        raise BadRequest(f"{field} is all zeros; cosine similarity needs a non-zero vector")
+    return vector / norm
+
+
+def _split_oversized(chunks: list[TextChunk]) -> list[TextChunk]:
+    """A token can stand for a very long run of characters (unknown words); keep each chunk storable."""
+    out = []
+    for chunk in chunks:
+        size = len(json.dumps({"content": chunk.content, "metadata": chunk.metadata}).encode())
+        if size <= MAX_CHUNK_JSON_BYTES:
+            out.append(chunk)
+            continue
+        parts = math.ceil(size / (MAX_CHUNK_JSON_BYTES // 2))
+        step = math.ceil(len(chunk.content) / parts)
+        for n in range(parts):
+            piece = chunk.content[n * step : (n + 1) * step]
+            if piece:
+                out.append(TextChunk(f"{chunk.chunk_id[:28]}{n:04d}", chunk.document_id, piece, dict(chunk.metadata)))
+    return out

@@ -1,0 +1,200 @@
+"""Retrieval: vector-io queries over one vector DB, and the knowledge_search tool over several."""
+
+from __future__ import annotations
+
+import asyncio
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import BadRequest
+from ..providers.protocols import Embedder, Hit, SearchRequest, VectorIndex
+from .records import VectorDBRecord
+from .text import content_as_text
+
+MODES = ("vector", "keyword", "hybrid")
+MAX_CHUNKS_LIMIT = 1000
+DEFAULT_CHUNK_TEMPLATE = "Result {index}\nContent: {chunk.content}\nMetadata: {metadata}\n"
+# The only fields a chunk_template may use; anything else (attribute walks such as
+# {chunk.__class__}) would let a request read server internals through str.format.
+TEMPLATE_FIELDS = {"index", "chunk.content", "chunk.metadata", "metadata"}
+HIDDEN_METADATA = ("token_count", "metadata_token_count")
+
+
+@dataclass
+class SearchParams:
+    max_chunks: int = 3
+    score_threshold: float = 0.0
+    mode: str = "vector"
+    ranker: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, params: dict[str, Any] | None, default_max_chunks: int = 3) -> SearchParams:
+        params = params or {}
+        max_chunks = params.get("max_chunks")
+        max_chunks = default_max_chunks if max_chunks is None else max_chunks
+        if not isinstance(max_chunks, int) or isinstance(max_chunks, bool) or not 1 <= max_chunks <= MAX_CHUNKS_LIMIT:
+            raise BadRequest(f"params.max_chunks must be an integer from 1 to {MAX_CHUNKS_LIMIT}")
+        threshold = params.get("score_threshold")
+        threshold = 0.0 if threshold is None else threshold
+        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool):
+            raise BadRequest("params.score_threshold must be a number")
+        mode = params.get("mode") or "vector"
+        if mode not in MODES:
+            raise BadRequest(f"params.mode must be one of {', '.join(MODES)}, not {mode!r}")
+        return cls(max_chunks, float(threshold), mode, parse_ranker(params.get("ranker")))
+
+
+def parse_ranker(ranker: Any) -> dict[str, Any]:
+    if ranker is None:
+        return {"type": "rrf", "impact_factor": 60.0}
+    if not isinstance(ranker, dict):
+        raise BadRequest("ranker must be an object such as {'type': 'rrf', 'impact_factor': 60}")
+    kind = ranker.get("type", "rrf")
+    if kind == "rrf":
+        factor = ranker.get("impact_factor", 60.0)
+        if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
+            raise BadRequest("ranker.impact_factor must be a positive number")
+        return {"type": "rrf", "impact_factor": float(factor)}
+    if kind == "weighted":
+        alpha = ranker.get("alpha", 0.5)
+        if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0:
+            raise BadRequest("ranker.alpha must be a number from 0 to 1 (1 = vector only)")
+        return {"type": "weighted", "alpha": float(alpha)}
+    raise BadRequest(f"ranker.type must be 'rrf' or 'weighted', not {kind!r}")
+
+
+def check_chunk_template(template: str) -> str:
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise BadRequest(f"query_config.chunk_template is not a valid format string: {exc}") from exc
+    if "index" not in fields or "chunk.content" not in fields:
+        raise BadRequest("query_config.chunk_template must contain {index} and {chunk.content}")
+    unknown = fields - TEMPLATE_FIELDS
+    if unknown:
+        raise BadRequest(
+            f"query_config.chunk_template may only use {', '.join(sorted(TEMPLATE_FIELDS))}; "
+            f"remove {', '.join(sorted(unknown))}"
+        )
+    return template
+
+
+@dataclass
+class RAGQueryConfig:
+    max_tokens_in_context: int = 4096
+    max_chunks: int = 5
+    chunk_template: str = DEFAULT_CHUNK_TEMPLATE
+    mode: str = "vector"
+    ranker: dict[str, Any] = field(default_factory=dict)
+    separator: str = " "
+
+    @classmethod
+    def parse(cls, config: dict[str, Any] | None) -> RAGQueryConfig:
+        config = config or {}
+        generator = config.get("query_generator_config") or {"type": "default", "separator": " "}
+        if generator.get("type", "default") != "default":
+            raise BadRequest(
+                "query_config.query_generator_config.type 'llm' is not supported yet; use {'type': 'default'}"
+            )
+        search = SearchParams.parse(
+            {"max_chunks": config.get("max_chunks"), "mode": config.get("mode"), "ranker": config.get("ranker")},
+            default_max_chunks=5,
+        )
+        max_tokens = config.get("max_tokens_in_context")
+        max_tokens = 4096 if max_tokens is None else max_tokens
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+            raise BadRequest("query_config.max_tokens_in_context must be a positive integer")
+        template = config.get("chunk_template")
+        template = DEFAULT_CHUNK_TEMPLATE if template is None else check_chunk_template(template)
+        return cls(max_tokens, search.max_chunks, template, search.mode, search.ranker,
+                   str(generator.get("separator", " ")))
+
+
+@dataclass
+class RAGResult:
+    content: list[dict[str, str]] | None
+    metadata: dict[str, Any]
+
+
+class _TemplateChunk:
+    """What `{chunk.content}` and `{chunk.metadata}` see in a chunk_template."""
+
+    __slots__ = ("content", "metadata")
+
+    def __init__(self, content: Any, metadata: dict[str, Any]):
+        self.content = content
+        self.metadata = metadata
+
+
+class Retrieval:
+    async def search(
+        self,
+        vector_db: VectorDBRecord,
+        index: VectorIndex,
+        embedder: Embedder,
+        query: str,
+        params: SearchParams,
+    ) -> list[Hit]:
+        if not query.strip():
+            raise BadRequest("query must not be empty")
+        vector = None
+        if params.mode != "keyword" or not index.capabilities(vector_db.collection).keyword:
+            vector = (await asyncio.to_thread(embedder.embed, [query]))[0]
+        request = SearchRequest(mode=params.mode, limit=params.max_chunks, vector=vector, text=query,
+                                ranker=params.ranker)
+        hits = await asyncio.to_thread(index.search, vector_db.collection, request)
+        return [h for h in hits if h.score >= params.score_threshold]
+
+    async def knowledge_search(
+        self,
+        targets: list[tuple[VectorDBRecord, VectorIndex, Embedder]],
+        content: Any,
+        config: RAGQueryConfig,
+    ) -> RAGResult:
+        if not targets:
+            raise BadRequest(
+                "No vector DBs were provided to the knowledge search tool. Please provide at least one vector DB ID."
+            )
+        query = content_as_text(content, "content", config.separator)
+        params = SearchParams(config.max_chunks, 0.0, config.mode, config.ranker)
+        results = await asyncio.gather(*(self.search(db, index, emb, query, params) for db, index, emb in targets))
+        tokenizer = targets[0][2].tokenizer
+        hits = sorted((h for hits in results for h in hits), key=lambda h: h.score, reverse=True)
+        picked = hits[: config.max_chunks]
+        if not picked:
+            return RAGResult(content=None, metadata={"document_ids": [], "chunks": [], "scores": []})
+        return format_knowledge_search(picked, query, config, tokenizer)
+
+
+def format_knowledge_search(hits: list[Hit], query: str, config: RAGQueryConfig, tokenizer: Any) -> RAGResult:
+    """The exact text Llama Stack's knowledge_search returns (0.2.x), so prompts built on it still work."""
+    items = [{"type": "text", "text": f"knowledge_search tool found {len(hits)} chunks:\nBEGIN of knowledge_search tool results.\n"}]
+    used: list[Hit] = []
+    tokens = 0
+    for i, hit in enumerate(hits):
+        metadata = dict(hit.chunk.get("metadata") or {})
+        size = metadata.get("token_count")
+        if not isinstance(size, int):
+            size = tokenizer.count(content_as_text(hit.chunk.get("content"), "content"))
+        tokens += size + int(metadata.get("metadata_token_count") or 0)
+        if tokens > config.max_tokens_in_context:
+            break
+        shown = {k: v for k, v in metadata.items() if k not in HIDDEN_METADATA}
+        chunk = _TemplateChunk(hit.chunk.get("content"), metadata)
+        items.append({"type": "text", "text": config.chunk_template.format(index=i + 1, chunk=chunk, metadata=shown)})
+        used.append(hit)
+    items.append({"type": "text", "text": "END of knowledge_search tool results.\n"})
+    items.append({
+        "type": "text",
+        "text": f'The above results were retrieved to help answer the user\'s query: "{query}". '
+        "Use them as supporting information only in answering this query.\n",
+    })
+    return RAGResult(
+        content=items,
+        metadata={
+            "document_ids": [h.document_id for h in used],
+            "chunks": [content_as_text(h.chunk.get("content"), "content") for h in used],
+            "scores": [h.score for h in used],
+        },
+    )

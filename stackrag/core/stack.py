@@ -1,0 +1,109 @@
+"""The composition root: build providers from the run config and the services on top of them."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import RunConfig
+from ..errors import BadRequest
+from ..providers.protocols import Embedder, VectorIndex
+from ..providers.registry import PROVIDERS, load_class, lookup
+from ..storage.registry import Registry, open_registry
+from .ingestion import Ingestion
+from .models import ModelService
+from .records import VectorDBRecord
+from .retrieval import Retrieval
+from .vector_dbs import VectorDBService
+
+log = logging.getLogger(__name__)
+
+SERVED_APIS = ("inference", "vector_io", "tool_runtime")
+
+
+@dataclass
+class ProviderInfo:
+    api: str
+    provider_id: str
+    provider_type: str
+    config: dict[str, Any]
+    instance: Any = None
+    note: str = ""
+
+
+@dataclass
+class Stack:
+    config: RunConfig
+    registry: Registry
+    models: ModelService
+    vector_dbs: VectorDBService
+    ingestion: Ingestion
+    retrieval: Retrieval
+    providers: list[ProviderInfo] = field(default_factory=list)
+
+    def target(self, vector_db_id: str) -> tuple[VectorDBRecord, VectorIndex, Embedder]:
+        """A vector DB with the index that stores it and the embedder that reads it."""
+        record = self.vector_dbs.get(vector_db_id)
+        return record, self.vector_dbs.index_of(record), self.models.embedder(record.embedding_model)
+
+    def startup(self) -> None:
+        self.vector_dbs.load_all()
+
+    def close(self) -> None:
+        for info in self.providers:
+            close = getattr(info.instance, "close", None)
+            if close is not None:
+                close()
+        self.registry.close()
+
+
+def build_stack(config: RunConfig) -> Stack:
+    data_dir = config.resolved_data_dir()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    providers: list[ProviderInfo] = []
+    instances: dict[str, dict[str, Any]] = {api: {} for api in SERVED_APIS}
+    for api, entries in config.providers.items():
+        for entry in entries:
+            info = ProviderInfo(api, entry.provider_id, entry.provider_type, dict(entry.config))
+            providers.append(info)
+            spec = lookup(api, entry.provider_type)
+            if spec is None:
+                info.note = _unsupported(api, entry.provider_type)
+                log.warning("provider %s (%s): %s", entry.provider_id, entry.provider_type, info.note)
+                continue
+            if entry.provider_id in instances[api]:
+                raise BadRequest(f"providers.{api}: provider_id {entry.provider_id!r} appears twice")
+            info.instance = _instantiate(spec, entry.provider_id, entry.provider_type, entry.config, data_dir)
+            instances[api][entry.provider_id] = info.instance
+
+    store = config.metadata_store
+    registry = open_registry(store.type, config.resolve_path(store.db_path or "registry.db"))
+    models = ModelService(registry, instances["inference"])
+    models.declare(config.models)
+    vector_dbs = VectorDBService(registry, models, instances["vector_io"])
+    return Stack(
+        config=config,
+        registry=registry,
+        models=models,
+        vector_dbs=vector_dbs,
+        ingestion=Ingestion(config.fetch, config.ingestion),
+        retrieval=Retrieval(),
+        providers=providers,
+    )
+
+
+def _instantiate(spec: Any, provider_id: str, provider_type: str, config: dict[str, Any], data_dir: Any) -> Any:
+    if not spec.target:
+        return object()  # served by the core itself (the RAG runtime)
+    cls = load_class(spec)
+    if spec.api == "vector_io":
+        return cls(provider_id, provider_type, config, data_dir)
+    return cls(provider_id, config)
+
+
+def _unsupported(api: str, provider_type: str) -> str:
+    ours = sorted(p for p, s in PROVIDERS.items() if s.api == api)
+    if api not in SERVED_APIS:
+        return f"the {api} API is not served by stackrag; this provider is ignored"
+    return f"provider type not supported (supported for {api}: {', '.join(ours)}); ignored"

@@ -1,0 +1,127 @@
+"""Vector DBs: registered by id (the caller's id is kept, as Llama Stack <= 0.2.20 did), persisted,
+and backed by one collection in one vector_io provider."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from ..errors import BadRequest, NotFound, Unavailable
+from ..providers.protocols import VectorIndex
+from ..storage.registry import Registry
+from .models import ModelService
+from .records import VectorDBRecord
+
+log = logging.getLogger(__name__)
+NAMESPACE = "vector_dbs"
+MAX_ID_LENGTH = 256
+
+
+def check_id(value: str, field: str) -> str:
+    if not value or not value.strip():
+        raise BadRequest(f"{field} must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise BadRequest(f"{field} is longer than {MAX_ID_LENGTH} characters")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise BadRequest(f"{field} must not contain control characters")
+    return value
+
+
+class VectorDBService:
+    def __init__(self, registry: Registry, models: ModelService, indexes: dict[str, VectorIndex]):
+        self._registry = registry
+        self._models = models
+        self.indexes = indexes
+
+    async def register(
+        self,
+        vector_db_id: str,
+        embedding_model: str,
+        embedding_dimension: int | None,
+        provider_id: str | None,
+        provider_vector_db_id: str | None,
+        vector_db_name: str | None = None,
+    ) -> VectorDBRecord:
+        check_id(vector_db_id, "vector_db_id")
+        if provider_id is None:
+            if not self.indexes:
+                raise BadRequest("no vector_io provider is configured")
+            provider_id = next(iter(self.indexes))
+        index = self.indexes.get(provider_id)
+        if index is None:
+            known = ", ".join(self.indexes) or "none"
+            raise BadRequest(f"provider_id {provider_id!r} is not a vector_io provider here (known: {known})")
+        model = self._models.get(embedding_model)
+        if model.model_type != "embedding":
+            raise BadRequest(f"embedding_model {embedding_model!r} is not an embedding model")
+        dimension = model.embedding_dimension
+        if dimension is None:
+            raise BadRequest(f"embedding model {embedding_model!r} has no metadata.embedding_dimension")
+        if embedding_dimension is not None and embedding_dimension != dimension:
+            # The reference silently uses the model's dimension; saying so is kinder than a later mismatch.
+            log.warning(
+                "vector DB %s: embedding_dimension %s ignored; model %s has %s",
+                vector_db_id, embedding_dimension, embedding_model, dimension,
+            )
+        existing = self._registry.get(NAMESPACE, vector_db_id)
+        if existing is not None:
+            record = VectorDBRecord.model_validate(existing)
+            if record.embedding_model != embedding_model or record.provider_id != provider_id:
+                raise BadRequest(
+                    f"vector DB {vector_db_id!r} already exists with embedding_model {record.embedding_model!r} "
+                    f"on provider {record.provider_id!r}; unregister it first to change them"
+                )
+            return record
+        resource_id = provider_vector_db_id or vector_db_id
+        record = VectorDBRecord(
+            identifier=vector_db_id,
+            provider_id=provider_id,
+            provider_resource_id=resource_id,
+            embedding_model=embedding_model,
+            embedding_dimension=dimension,
+            collection=index.name_for(resource_id),
+            vector_db_name=vector_db_name,
+            created_at=int(time.time()),
+        )
+        await asyncio.to_thread(index.create, record.collection, dimension)
+        self._registry.put(NAMESPACE, vector_db_id, record.model_dump())
+        return record
+
+    def list(self) -> list[VectorDBRecord]:
+        return [VectorDBRecord.model_validate(v) for v in self._registry.list(NAMESPACE)]
+
+    def get(self, vector_db_id: str) -> VectorDBRecord:
+        value = self._registry.get(NAMESPACE, vector_db_id)
+        if value is None:
+            raise NotFound(f"Vector DB {vector_db_id!r} not found; register it with POST /v1/vector-dbs")
+        return VectorDBRecord.model_validate(value)
+
+    def index_of(self, record: VectorDBRecord) -> VectorIndex:
+        index = self.indexes.get(record.provider_id)
+        if index is None:
+            raise Unavailable(
+                f"vector DB {record.identifier!r} lives on provider {record.provider_id!r}, which is not configured"
+            )
+        return index
+
+    async def unregister(self, vector_db_id: str) -> None:
+        record = self.get(vector_db_id)
+        await asyncio.to_thread(self.index_of(record).drop, record.collection)
+        self._registry.delete(NAMESPACE, vector_db_id)
+
+    def load_all(self) -> None:
+        """Load every registered collection at start-up, so the first query is not the slow one."""
+        for record in self.list():
+            index = self.indexes.get(record.provider_id)
+            if index is None:
+                log.warning("vector DB %s: provider %s is not configured", record.identifier, record.provider_id)
+                continue
+            try:
+                if not index.exists(record.collection):
+                    log.warning("vector DB %s: collection %s is missing; re-creating it empty",
+                                record.identifier, record.collection)
+                    index.create(record.collection, record.embedding_dimension)
+                index.load(record.collection)
+            except Unavailable as exc:
+                log.warning("vector DB %s not loaded yet: %s", record.identifier, exc.message)

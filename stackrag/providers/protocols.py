@@ -1,0 +1,113 @@
+"""The small protocols every provider kind implements. Services depend on these, never on a backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+
+class Tokenizer(Protocol):
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of every token of `text` (no special tokens)."""
+        ...
+
+    def count(self, text: str) -> int: ...
+
+
+class Embedder(Protocol):
+    """An embedding model kept loaded once; `embed` is blocking and runs on a worker thread."""
+
+    model_id: str
+    dimension: int
+    # How many tokens one input may hold before the model silently ignores the rest.
+    max_tokens: int
+    tokenizer: Tokenizer
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised float32 vectors, one row per text."""
+        ...
+
+
+@dataclass
+class StoredRow:
+    """One indexed unit: an embedding window of a chunk. Rows of one chunk share `chunk_id`."""
+
+    row_id: str
+    chunk_id: str
+    document_id: str
+    window: int
+    text: str
+    vector: np.ndarray
+    chunk: dict[str, Any]
+
+
+@dataclass
+class Replace:
+    """Which older rows a write supersedes: those whose `field` (document_id or chunk_id) is in `values`."""
+
+    field: str
+    values: list[str]
+
+
+@dataclass
+class Hit:
+    chunk_id: str
+    document_id: str
+    chunk: dict[str, Any]
+    score: float
+
+
+@dataclass
+class SearchRequest:
+    mode: str  # vector | keyword | hybrid
+    limit: int
+    vector: np.ndarray | None = None
+    text: str = ""
+    ranker: dict[str, Any] = field(default_factory=dict)
+    document_ids: list[str] | None = None
+
+
+@dataclass
+class IndexCapabilities:
+    keyword: bool
+    hybrid: bool
+    note: str = ""
+
+
+class VectorIndex(Protocol):
+    """A vector DB's storage in one backend (one Milvus collection per vector DB)."""
+
+    provider_id: str
+    provider_type: str
+
+    def create(self, name: str, dimension: int) -> None: ...
+
+    def drop(self, name: str) -> None: ...
+
+    def exists(self, name: str) -> bool: ...
+
+    def load(self, name: str) -> None: ...
+
+    def name_for(self, resource_id: str) -> str:
+        """The backend's name for a vector DB's collection; any id maps to a valid one."""
+        ...
+
+    def write(self, name: str, rows: list[StoredRow], ingest_id: str, replace: Replace | None) -> None:
+        """Insert `rows`, then remove the older rows `replace` selects: a re-insert replaces."""
+        ...
+
+    def delete_documents(self, name: str, document_ids: list[str]) -> None: ...
+
+    def search(self, name: str, request: SearchRequest) -> list[Hit]:
+        """Best row per chunk, best first; scores are higher-is-better."""
+        ...
+
+    def count_rows(self, name: str, chunks_only: bool = True) -> int: ...
+
+    def capabilities(self, name: str | None = None) -> IndexCapabilities: ...
+
+    def health(self) -> dict[str, str]: ...
+
+    def close(self) -> None: ...

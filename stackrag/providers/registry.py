@@ -1,0 +1,39 @@
+"""The provider table: which `provider_type` of a run config is served by which class.
+
+Adding a provider is one module plus one row here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    api: str
+    provider_type: str
+    target: str  # "module:Class", imported only when a config uses it
+
+
+PROVIDERS: dict[str, ProviderSpec] = {
+    spec.provider_type: spec
+    for spec in [
+        ProviderSpec("inference", "inline::sentence-transformers",
+                     "stackrag.providers.inference.sentence_transformers:SentenceTransformersProvider"),
+        ProviderSpec("vector_io", "inline::milvus", "stackrag.providers.vector_io.milvus:MilvusIndex"),
+        ProviderSpec("vector_io", "remote::milvus", "stackrag.providers.vector_io.milvus:MilvusIndex"),
+        ProviderSpec("tool_runtime", "inline::rag-runtime", ""),
+    ]
+}
+
+
+def lookup(api: str, provider_type: str) -> ProviderSpec | None:
+    spec = PROVIDERS.get(provider_type)
+    return spec if spec is not None and spec.api == api else None
+
+
+def load_class(spec: ProviderSpec) -> Any:
+    module_name, _, class_name = spec.target.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)

@@ -1,0 +1,396 @@
+"""`inline::milvus` (Milvus Lite at `db_path`) and `remote::milvus` (`uri`, `token`): one implementation.
+
+One collection per vector DB, with an explicit schema: a row is one embedding window of a chunk,
+`document_id` is a top-level field (filters on JSON keys are ~40x slower in Lite), `text` feeds a
+BM25 function where the server has one (Milvus >= 2.5, Lite 3.x), and `chunk` holds the chunk as
+the API returns it. Scores are higher-is-better: cosine similarity for dense search.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+
+from ...errors import BadRequest, NotFound, Unavailable
+from ..protocols import Hit, IndexCapabilities, Replace, SearchRequest, StoredRow
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_TEXT_BYTES = 65_535
+MAX_DOCUMENT_ID_BYTES = 2_048
+# A query asks Milvus for this many rows per wanted chunk: a long chunk has several windows, and
+# only its best window counts.
+OVERFETCH = 4
+MAX_SEARCH_LIMIT = 16_384
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+
+def collection_name(vector_db_id: str) -> str:
+    """Any vector DB id maps to a valid, stable, distinct collection name ([A-Za-z_][A-Za-z0-9_]*)."""
+    import hashlib
+
+    readable = re.sub(r"[^A-Za-z0-9_]", "_", vector_db_id)[:180]
+    digest = hashlib.sha256(vector_db_id.encode()).hexdigest()[:10]
+    return f"vdb_{readable}_{digest}"
+
+
+def quote(value: str) -> str:
+    """A Milvus expression string literal; ids never reach an expression unquoted."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _server_supports_bm25(version: str) -> bool | None:
+    """True/False when the version string tells; None when it does not (then we probe)."""
+    if version.startswith("milvus_lite") or "lite" in version.lower():
+        return True
+    m = re.search(r"(\d+)\.(\d+)", version)
+    if not m:
+        return None
+    return (int(m.group(1)), int(m.group(2))) >= (2, 5)
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(
+        word in text
+        for word in ("unavailable", "connect", "timeout", "timed out", "deadline", "fail to connect", "socket")
+    )
+
+
+class MilvusIndex:
+    def __init__(self, provider_id: str, provider_type: str, config: dict[str, Any], data_dir: Path):
+        self.provider_id = provider_id
+        self.provider_type = provider_type
+        self.config = dict(config)
+        self.consistency_level = str(self.config.pop("consistency_level", "Strong"))
+        self._client_kwargs = self._connection_kwargs(self.config, data_dir)
+        self._client: Any = None
+        self._bm25: bool | None = None
+        self._loaded: set[str] = set()
+        self._schema_cache: dict[str, bool] = {}
+        # Milvus Lite runs inside this process and is not safe to call from several threads at once.
+        self._lock = threading.RLock() if provider_type.startswith("inline::") else None
+
+    # -- connection --------------------------------------------------------------------------
+
+    def _connection_kwargs(self, config: dict[str, Any], data_dir: Path) -> dict[str, Any]:
+        if self.provider_type.startswith("inline::"):
+            db_path = config.get("db_path") or "milvus.db"
+            path = Path(str(db_path)).expanduser()
+            if not path.is_absolute():
+                path = data_dir / path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.location = str(path)
+            return {"uri": str(path)}
+        if not config.get("uri"):
+            raise BadRequest(f"vector_io provider {self.provider_id} (remote::milvus) needs config.uri")
+        kwargs = {k: v for k, v in config.items() if v is not None and k not in ("kvstore", "persistence")}
+        kwargs.setdefault("timeout", CONNECT_TIMEOUT_SECONDS)
+        self.location = str(config["uri"])
+        return kwargs
+
+    def _connect(self) -> Any:
+        if self._client is not None:
+            return self._client
+        from pymilvus import MilvusClient
+
+        try:
+            self._client = MilvusClient(**self._client_kwargs)
+        except Exception as exc:  # pymilvus raises several unrelated types on a failed connect
+            raise Unavailable(
+                f"Milvus at {self.location} is unreachable ({type(exc).__name__}); "
+                "check that it is running and that the provider's uri/token are right"
+            ) from exc
+        return self._client
+
+    def _call(self, fn: Callable[[Any], T]) -> T:
+        """Run one Milvus operation; a lost connection becomes 503 and a fresh connect next time."""
+        if self._lock is None:
+            return self._call_unlocked(fn)
+        with self._lock:
+            return self._call_unlocked(fn)
+
+    def _call_unlocked(self, fn: Callable[[Any], T]) -> T:
+        client = self._connect()
+        try:
+            return fn(client)
+        except (BadRequest, NotFound, Unavailable):
+            raise
+        except Exception as exc:
+            if _is_connection_error(exc):
+                self._drop_client()
+                raise Unavailable(f"Milvus at {self.location} is unreachable: {type(exc).__name__}") from exc
+            raise
+
+    def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        self._loaded.clear()
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # closing a broken connection may fail too; it is gone either way
+                pass
+
+    def close(self) -> None:
+        if self._lock is None:
+            self._drop_client()
+            return
+        with self._lock:
+            self._drop_client()
+
+    # -- capabilities -------------------------------------------------------------------------
+
+    def server_version(self) -> str:
+        return self._call(lambda c: str(c.get_server_version()))
+
+    def _supports_bm25(self) -> bool:
+        if self._bm25 is None:
+            known = _server_supports_bm25(self.server_version())
+            self._bm25 = True if known is None else known
+            if not self._bm25:
+                log.warning(
+                    "Milvus at %s (version %s) has no BM25/hybrid search: keyword and hybrid queries fall "
+                    "back to dense vector search",
+                    self.location,
+                    self.server_version(),
+                )
+        return self._bm25
+
+    def _has_sparse(self, name: str) -> bool:
+        if name not in self._schema_cache:
+            info = self._call(lambda c: c.describe_collection(name))
+            self._schema_cache[name] = any(f["name"] == "sparse" for f in info["fields"])
+        return self._schema_cache[name]
+
+    def capabilities(self, name: str | None = None) -> IndexCapabilities:
+        full = self._has_sparse(name) if name else self._supports_bm25()
+        if full:
+            return IndexCapabilities(keyword=True, hybrid=True)
+        return IndexCapabilities(
+            keyword=False,
+            hybrid=False,
+            note="this Milvus has no BM25 full-text search (needs Milvus >= 2.5): keyword and hybrid "
+            "queries fall back to dense vector search",
+        )
+
+    def health(self) -> dict[str, str]:
+        try:
+            version = self.server_version()
+        except Unavailable as exc:
+            return {"status": "Error", "message": exc.message}
+        caps = self.capabilities()
+        message = f"Milvus {version} at {self.location}"
+        if caps.note:
+            message += f"; {caps.note}"
+        return {"status": "OK", "message": message}
+
+    # -- collections --------------------------------------------------------------------------
+
+    def exists(self, name: str) -> bool:
+        return self._call(lambda c: c.has_collection(name))
+
+    def create(self, name: str, dimension: int) -> None:
+        if self.exists(name):
+            return
+        bm25 = self._supports_bm25()
+        try:
+            self._call(lambda c: self._create(c, name, dimension, bm25))
+        except Unavailable:
+            raise
+        except Exception as exc:
+            if not bm25:
+                raise
+            # A server that reports a new version but lacks BM25 (e.g. a restricted cloud tier).
+            log.warning("creating %s with BM25 failed (%s); using dense search only", name, exc)
+            self._bm25 = False
+            self._call(lambda c: self._create(c, name, dimension, False))
+        self._schema_cache.pop(name, None)
+        self._loaded.add(name)
+
+    def _create(self, client: Any, name: str, dimension: int, bm25: bool) -> None:
+        from pymilvus import DataType, Function, FunctionType
+
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("row_id", DataType.VARCHAR, max_length=64, is_primary=True)
+        schema.add_field("chunk_id", DataType.VARCHAR, max_length=64)
+        schema.add_field("document_id", DataType.VARCHAR, max_length=MAX_DOCUMENT_ID_BYTES)
+        schema.add_field("ingest_id", DataType.VARCHAR, max_length=64)
+        schema.add_field("window", DataType.INT32)
+        if bm25:
+            schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, enable_analyzer=True)
+        else:
+            schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
+        schema.add_field("chunk", DataType.JSON)
+        index = client.prepare_index_params()
+        index.add_index("vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200})
+        if bm25:
+            schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(
+                Function(
+                    name="text_bm25",
+                    function_type=FunctionType.BM25,
+                    input_field_names=["text"],
+                    output_field_names=["sparse"],
+                )
+            )
+            index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        client.create_collection(name, schema=schema, index_params=index, consistency_level=self.consistency_level)
+        client.load_collection(name)
+
+    def drop(self, name: str) -> None:
+        self._call(lambda c: c.drop_collection(name))
+        self._loaded.discard(name)
+        self._schema_cache.pop(name, None)
+
+    def load(self, name: str) -> None:
+        """Collections come back unloaded after a Lite restart; searching them needs a load."""
+        if name in self._loaded:
+            return
+        if not self.exists(name):
+            raise NotFound(f"the Milvus collection {name} is missing at {self.location}")
+        self._call(lambda c: c.load_collection(name))
+        self._loaded.add(name)
+
+    # -- rows ---------------------------------------------------------------------------------
+
+    def _row(self, row: StoredRow, ingest_id: str) -> dict[str, Any]:
+        return {
+            "row_id": row.row_id,
+            "chunk_id": row.chunk_id,
+            "document_id": row.document_id,
+            "ingest_id": ingest_id,
+            "window": row.window,
+            "text": _clip_utf8(row.text, MAX_TEXT_BYTES),
+            "vector": row.vector.astype(np.float32).tolist(),
+            "chunk": row.chunk,
+        }
+
+    def _insert(self, name: str, rows: list[dict[str, Any]]) -> None:
+        self.load(name)
+        for start in range(0, len(rows), 1000):
+            batch = rows[start : start + 1000]
+            self._call(lambda c: c.insert(name, batch))
+
+    def name_for(self, resource_id: str) -> str:
+        return collection_name(resource_id)
+
+    def write(self, name: str, rows: list[StoredRow], ingest_id: str, replace: Replace | None) -> None:
+        """Insert rows, then delete older rows that `replace` selects (a re-insert replaces).
+
+        New rows land before old ones go, so a failure mid-way leaves the old version whole; the
+        partial new rows are removed before the error is raised.
+        """
+        records = [self._row(r, ingest_id) for r in rows]
+        try:
+            self._insert(name, records)
+        except Exception:
+            self._delete_quietly(name, f"ingest_id == {quote(ingest_id)}")
+            raise
+        if replace is not None and replace.values:
+            values = ", ".join(quote(v) for v in replace.values)
+            expr = f"{replace.field} in [{values}] and ingest_id != {quote(ingest_id)}"
+            self._call(lambda c: c.delete(name, filter=expr))
+        # Lite searches over unflushed rows are very slow; flushing once per ingest is cheap.
+        self._call(lambda c: c.flush(name))
+
+    def _delete_quietly(self, name: str, expr: str) -> None:
+        try:
+            self._call(lambda c: c.delete(name, filter=expr))
+        except Exception as exc:
+            log.error("could not remove a failed ingest's rows from %s: %s", name, exc)
+
+    def delete_documents(self, name: str, document_ids: list[str]) -> None:
+        ids = ", ".join(quote(d) for d in document_ids)
+        self._call(lambda c: c.delete(name, filter=f"document_id in [{ids}]"))
+        self._call(lambda c: c.flush(name))
+
+    def count_rows(self, name: str, chunks_only: bool = True) -> int:
+        self.load(name)
+        expr = "window == 0" if chunks_only else ""
+        result = self._call(lambda c: c.query(name, filter=expr, output_fields=["count(*)"]))
+        return int(result[0]["count(*)"])
+
+    def document_ids(self, name: str) -> set[str]:
+        self.load(name)
+        rows = self._call(
+            lambda c: c.query(name, filter="window == 0", output_fields=["document_id"], limit=16384)
+        )
+        return {r["document_id"] for r in rows}
+
+    # -- search -------------------------------------------------------------------------------
+
+    def search(self, name: str, request: SearchRequest) -> list[Hit]:
+        self.load(name)
+        mode = request.mode
+        if mode in ("keyword", "hybrid") and not self._has_sparse(name):
+            log.info("%s search on %s falls back to dense vector search (no BM25 on this Milvus)", mode, name)
+            mode = "vector"
+        if mode == "keyword" and not request.text.strip():
+            return []
+        limit = min(MAX_SEARCH_LIMIT, max(1, request.limit) * OVERFETCH)
+        expr = ""
+        if request.document_ids is not None:
+            if not request.document_ids:
+                return []
+            expr = "document_id in [" + ", ".join(quote(d) for d in request.document_ids) + "]"
+        raw = self._call(lambda c: self._search(c, name, mode, request, limit, expr))
+        best: dict[str, Hit] = {}
+        for item in raw:
+            entity = item["entity"]
+            score = float(item["distance"])
+            if mode == "keyword":
+                score = abs(score)  # Lite reports BM25 scores negated
+            hit = best.get(entity["chunk_id"])
+            if hit is None or score > hit.score:
+                best[entity["chunk_id"]] = Hit(entity["chunk_id"], entity["document_id"], entity["chunk"], score)
+        hits = sorted(best.values(), key=lambda h: h.score, reverse=True)
+        return hits[: request.limit]
+
+    def _search(self, client: Any, name: str, mode: str, request: SearchRequest, limit: int, expr: str) -> list:
+        fields = ["chunk_id", "document_id", "chunk"]
+        dense_params = {"metric_type": "COSINE", "params": {"ef": max(64, limit)}}
+        if mode == "vector":
+            return client.search(
+                name, data=[request.vector.tolist()], anns_field="vector", limit=limit, filter=expr,
+                output_fields=fields, search_params=dense_params,
+            )[0]
+        sparse_params = {"metric_type": "BM25"}
+        if mode == "keyword":
+            return client.search(
+                name, data=[request.text], anns_field="sparse", limit=limit, filter=expr,
+                output_fields=fields, search_params=sparse_params,
+            )[0]
+        from pymilvus import AnnSearchRequest
+
+        requests = [
+            AnnSearchRequest(data=[request.vector.tolist()], anns_field="vector", param=dense_params,
+                             limit=limit, expr=expr or None),
+            AnnSearchRequest(data=[request.text], anns_field="sparse", param=sparse_params,
+                             limit=limit, expr=expr or None),
+        ]
+        return client.hybrid_search(name, requests, _ranker(request.ranker), limit=limit, output_fields=fields)[0]
+
+
+def _ranker(spec: dict[str, Any]) -> Any:
+    from pymilvus import RRFRanker, WeightedRanker
+
+    kind = (spec or {}).get("type", "rrf")
+    if kind == "weighted":
+        alpha = float(spec.get("alpha", 0.5))
+        return WeightedRanker(alpha, 1.0 - alpha)
+    return RRFRanker(int(spec.get("impact_factor", 60)))
+
+
+def _clip_utf8(text: str, limit: int) -> str:
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", errors="ignore")

@@ -1,0 +1,102 @@
+"""Milvus server processes for the remote-mode tests, on 127.0.0.1 only.
+
+- `lite_server`: `milvus-lite server`, the same gRPC protocol as a Milvus cluster (BM25, hybrid).
+- `milvus23_server`: a real Milvus 2.3 standalone (PyPI `milvus`), which has no BM25; it listens on
+  every interface, so it only starts inside a private network namespace (see tests/run_slow.sh).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_milvus(uri: str, process: subprocess.Popen, log_path: Path, timeout: float) -> None:
+    from pymilvus import MilvusClient
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"Milvus exited with {process.returncode}:\n{_tail(log_path)}")
+        try:
+            client = MilvusClient(uri=uri, token="root:Milvus", timeout=2)
+            client.list_collections()
+            client.close()
+            return
+        except Exception as exc:  # not up yet: any connection error
+            last = exc
+            time.sleep(0.3)
+    raise RuntimeError(f"Milvus at {uri} not ready after {timeout} s ({last}):\n{_tail(log_path)}")
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+
+@contextmanager
+def lite_server(data_dir: Path, port: int | None = None) -> Iterator[str]:
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "milvus-lite-server.log"
+    exe = BIN / "milvus-lite"
+    cmd = [str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_milvus(uri, process, log_path, timeout=60)
+        yield uri
+    finally:
+        _stop(process)
+
+
+def in_private_netns() -> bool:
+    """True when the only network interface is loopback (e.g. under `unshare -n`)."""
+    try:
+        names = os.listdir("/sys/class/net")
+    except OSError:
+        return False
+    return names == ["lo"]
+
+
+def milvus23_executable() -> Path | None:
+    for candidate in (Path(os.environ.get("MILVUS23_VENV", "")) / "bin" / "milvus-server",
+                      BIN.parent.parent / ".venv-milvus23" / "bin" / "milvus-server"):
+        if candidate.is_file():
+            return candidate
+    found = shutil.which("milvus-server")
+    return Path(found) if found else None
