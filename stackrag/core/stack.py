@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import RunConfig
-from ..errors import BadRequest
+from ..errors import BadRequest, StackError
 from ..providers.protocols import Embedder, VectorIndex
 from ..providers.registry import PROVIDERS, load_class, lookup
 from ..storage.registry import Registry, open_registry
@@ -48,6 +48,13 @@ class Stack:
         return record, self.vector_dbs.index_of(record), self.models.embedder(record.embedding_model)
 
     def startup(self) -> None:
+        # Load embedding models now, so the first insert or query does not pay for it.
+        for model in self.models.list():
+            if model.model_type == "embedding":
+                try:
+                    self.models.embedder_for(model)
+                except StackError as exc:
+                    log.warning("embedding model %s is not usable: %s", model.identifier, exc.message)
         self.vector_dbs.load_all()
 
     def close(self) -> None:

@@ -1,0 +1,206 @@
+"""Ingestion and query benchmark against a real stackrag server (Milvus Lite), printed as JSON.
+
+What it measures, all in one run so the ratios hold on a noisy shared machine:
+- cold start: `stackrag run` to a healthy /v1/health, and the server's idle RSS;
+- ingest: the 48 torchtune docs through rag-tool insert (512-token chunks), chunks/s, against the
+  raw embedder embedding exactly the same windows in this process (the reference; goal >= 90%);
+- query: rag-tool query p50/p99 over the dev questions at that size, and at 10k chunks
+  (synthetic rows made from the corpus with precomputed embeddings, then the same queries);
+- RSS after ingest.
+
+Usage: .venv/bin/python bench/ingest_query.py [--shared ../shared] [--out bench/results/ingest_query.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from stackrag.core.chunking import embedding_windows, split_document  # noqa: E402
+from stackrag.core.documents import extract_text  # noqa: E402
+from stackrag.providers.inference.sentence_transformers import MiniLMEmbedder  # noqa: E402
+
+CHUNK_SIZE = 512
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def corpus_files(shared: Path) -> list[Path]:
+    root = shared / "corpus" / "torchtune-docs"
+    return sorted(p for p in root.rglob("*.rst") if p.is_file())
+
+
+def start(data_dir: Path) -> tuple[subprocess.Popen, str, float]:
+    port = free_port()
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stackrag.cli", "run", "--port", str(port), "--data-dir", str(data_dir),
+         "--log-level", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(ROOT),
+    )
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                return proc, url, time.perf_counter() - started
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit("server exited during start-up")
+        time.sleep(0.05)
+
+
+def query_latencies(http: httpx.Client, db: str, questions: list[str]) -> list[float]:
+    out = []
+    for q in questions:
+        t = time.perf_counter()
+        r = http.post("/v1/tool-runtime/rag-tool/query", json={"content": q, "vector_db_ids": [db]})
+        r.raise_for_status()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def raw_embedding(files: list[Path]) -> tuple[int, int, float, list[str], np.ndarray]:
+    """The reference: the same model embedding the same windows, no server, no Milvus."""
+    embedder = MiniLMEmbedder()
+    windows: list[str] = []
+    chunks = 0
+    for path in files:
+        text = extract_text(path.read_bytes(), "text/x-rst")
+        for chunk in split_document(text, path.name, CHUNK_SIZE, embedder.tokenizer):
+            chunks += 1
+            windows.extend(embedding_windows(chunk.content, embedder.tokenizer, embedder.max_tokens))
+    embedder.embed(windows[:8])  # warm-up, as the server's model is warm after its first request
+    t = time.perf_counter()
+    vectors = embedder.embed(windows)
+    return chunks, len(windows), time.perf_counter() - t, windows, vectors
+
+
+def synthetic_rows(windows: list[str], vectors: np.ndarray, n: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        j = i % len(windows)
+        v = vectors[j] + rng.normal(scale=0.05, size=vectors.shape[1])
+        v = v / np.linalg.norm(v)
+        rows.append({"content": f"[{i}] {windows[j]}", "metadata": {"document_id": f"syn-{i // 20}"},
+                     "embedding": v.astype(float).tolist()})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shared", default=str(ROOT.parent / "shared"))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ingest_query.json"))
+    parser.add_argument("--synthetic", type=int, default=10_000)
+    args = parser.parse_args()
+    shared = Path(args.shared)
+    files = corpus_files(shared)
+    questions = [json.loads(line)["question"] for line in (shared / "eval" / "torchtune_dev.jsonl").open()]
+
+    result: dict = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "documents": len(files),
+        "chunk_size_in_tokens": CHUNK_SIZE,
+    }
+    chunks, n_windows, raw_seconds, windows, vectors = raw_embedding(files)
+    result["raw_embedder"] = {"chunks": chunks, "windows": n_windows, "seconds": round(raw_seconds, 2),
+                              "chunks_per_s": round(chunks / raw_seconds, 2)}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url, cold = start(Path(tmp))
+        try:
+            result["cold_start_s"] = round(cold, 2)
+            time.sleep(1.0)
+            result["rss_idle_mb"] = round(rss_mb(proc.pid), 1)
+            with httpx.Client(base_url=url, timeout=600) as http:
+                http.post("/v1/vector-dbs", json={"vector_db_id": "bench", "embedding_model": "all-MiniLM-L6-v2"})
+                docs = [{"document_id": p.name, "content": p.read_text(), "mime_type": "text/x-rst", "metadata": {}}
+                        for p in files]
+                http.post("/v1/vector-io/insert", json={"vector_db_id": "bench", "chunks": [
+                    {"content": "warm-up", "metadata": {"document_id": "warm"}}]}).raise_for_status()
+                t = time.perf_counter()
+                r = http.post("/v1/tool-runtime/rag-tool/insert",
+                              json={"vector_db_id": "bench", "documents": docs, "chunk_size_in_tokens": CHUNK_SIZE})
+                r.raise_for_status()
+                ingest_s = time.perf_counter() - t
+                server_chunks = int(r.headers["x-stackrag-chunks"])
+                result["server_ingest"] = {
+                    "chunks": server_chunks, "windows": int(r.headers["x-stackrag-windows"]),
+                    "seconds": round(ingest_s, 2), "chunks_per_s": round(server_chunks / ingest_s, 2),
+                }
+                result["ingest_vs_raw"] = round((server_chunks / ingest_s) / (chunks / raw_seconds), 3)
+                result["rss_after_ingest_mb"] = round(rss_mb(proc.pid), 1)
+                query_latencies(http, "bench", questions[:3])
+                lat = query_latencies(http, "bench", questions)
+                result["query_48_docs"] = {"chunks": server_chunks, "n": len(lat),
+                                           "p50_ms": round(percentile(lat, 50), 1),
+                                           "p99_ms": round(percentile(lat, 99), 1)}
+
+                http.post("/v1/vector-dbs", json={"vector_db_id": "bench10k", "embedding_model": "all-MiniLM-L6-v2"})
+                rows = synthetic_rows(windows, vectors, args.synthetic)
+                t = time.perf_counter()
+                for start_at in range(0, len(rows), 2000):
+                    http.post("/v1/vector-io/insert", json={"vector_db_id": "bench10k",
+                                                            "chunks": rows[start_at:start_at + 2000]}).raise_for_status()
+                result["insert_precomputed_rows_per_s"] = round(len(rows) / (time.perf_counter() - t), 1)
+                query_latencies(http, "bench10k", questions[:3])
+                lat = query_latencies(http, "bench10k", questions)
+                result["query_10k_chunks"] = {"chunks": len(rows), "n": len(lat),
+                                              "p50_ms": round(percentile(lat, 50), 1),
+                                              "p99_ms": round(percentile(lat, 99), 1)}
+                result["rss_after_10k_mb"] = round(rss_mb(proc.pid), 1)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    # Query latency is mostly embedding the question; this is that cost alone, for comparison.
+    embedder = MiniLMEmbedder()
+    embedder.embed(["warm"])
+    t = [0.0] * len(questions)
+    for i, q in enumerate(questions):
+        s = time.perf_counter()
+        embedder.embed([q])
+        t[i] = (time.perf_counter() - s) * 1000
+    result["raw_query_embedding_p50_ms"] = round(statistics.median(t), 1)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
