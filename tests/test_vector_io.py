@@ -106,6 +106,7 @@ def test_precomputed_embeddings_are_used_as_given(stack):
         ({"content": "", "metadata": {}}, "chunks[0].content is empty"),
         ({"content": "x", "metadata": {}, "embedding": [0.0] * 384}, "all zeros"),
         ({"content": {"type": "image", "image": {"url": "x"}}, "metadata": {}}, "image"),
+        ({"content": "x", "metadata": {"document_id": "d" * 2000}}, "longer than 1024 bytes"),
     ],
 )
 def test_bad_chunks_are_400(stack, facts_db, chunk, words):
@@ -127,3 +128,20 @@ def test_query_param_errors(stack, facts_db):
         client.vector_io.query(vector_db_id=facts_db, query="x", params={"mode": "hybrid", "ranker": {"type": "max"}})
     with pytest.raises(BadRequestError, match="query must not be empty"):
         client.vector_io.query(vector_db_id=facts_db, query="   ")
+
+
+def test_injection_shaped_document_ids_are_just_ids(stack):
+    """A document_id that looks like a Milvus expression replaces only itself."""
+    client = LlamaStackClient(base_url=stack.url)
+    db = new_id("inj")
+    client.vector_dbs.register(vector_db_id=db, embedding_model="all-MiniLM-L6-v2")
+    sneaky = 'x" or document_id != "'
+    for doc_id, text in [("x", "Plain document about rivers."), (sneaky, "Sneaky document about mountains."),
+                         ("back\\slash", "Backslash document about lakes.")]:
+        client.tool_runtime.rag_tool.insert(vector_db_id=db, chunk_size_in_tokens=64,
+                                            documents=[{"document_id": doc_id, "content": text, "metadata": {}}])
+    client.tool_runtime.rag_tool.insert(vector_db_id=db, chunk_size_in_tokens=64,
+                                        documents=[{"document_id": sneaky, "content": "Sneaky again.", "metadata": {}}])
+    result = client.vector_io.query(vector_db_id=db, query="document", params={"max_chunks": 10, "score_threshold": -1})
+    assert sorted(c.metadata["document_id"] for c in result.chunks) == sorted(["x", sneaky, "back\\slash"])
+    client.vector_dbs.unregister(vector_db_id=db)

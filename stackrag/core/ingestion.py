@@ -29,6 +29,8 @@ from .text import content_as_text
 
 log = logging.getLogger(__name__)
 
+# Milvus stores document_id in a VARCHAR(2048) field; half of that leaves room for UTF-8.
+MAX_DOCUMENT_ID_BYTES = 1024
 MIN_CHUNK_TOKENS = 16
 MAX_CHUNK_TOKENS = 4096
 # A chunk is stored whole in each of its rows (Milvus JSON fields hold at most 64 KiB).
@@ -129,6 +131,7 @@ class Ingestion:
             doc_id = doc.get("document_id")
             if not isinstance(doc_id, str) or not doc_id.strip():
                 raise BadRequest(f"documents[{i}].document_id must be a non-empty string")
+            check_document_id(doc_id, f"documents[{i}].document_id")
             if doc_id in seen:
                 raise BadRequest(f"documents[{i}].document_id {doc_id!r} appears twice in this request")
             seen.add(doc_id)
@@ -235,6 +238,7 @@ class Ingestion:
             document_id = str(metadata.get("document_id") or (chunk.get("chunk_metadata") or {}).get("document_id") or "")
             if not document_id:
                 document_id = "chunk-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+            check_document_id(document_id, f"chunks[{i}].metadata.document_id")
             stored = {"content": chunk.get("content"), "metadata": metadata}
             if len(json.dumps(stored).encode()) > MAX_CHUNK_JSON_BYTES:
                 raise PayloadTooLarge(
@@ -251,6 +255,11 @@ class Ingestion:
             windows = embedding_windows(text, embedder.tokenizer, embedder.max_tokens)
             prepared.append(PreparedChunk(chunk_id, document_id, stored, windows))
         return prepared
+
+
+def check_document_id(document_id: str, field: str) -> None:
+    if len(document_id.encode("utf-8")) > MAX_DOCUMENT_ID_BYTES:
+        raise BadRequest(f"{field} is longer than {MAX_DOCUMENT_ID_BYTES} bytes")
 
 
 def _row(chunk: PreparedChunk, window: int, text: str, vector: np.ndarray) -> StoredRow:

@@ -8,6 +8,7 @@ the API returns it. Scores are higher-is-better: cosine similarity for dense sea
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -34,8 +35,6 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 
 def collection_name(vector_db_id: str) -> str:
     """Any vector DB id maps to a valid, stable, distinct collection name ([A-Za-z_][A-Za-z0-9_]*)."""
-    import hashlib
-
     readable = re.sub(r"[^A-Za-z0-9_]", "_", vector_db_id)[:180]
     digest = hashlib.sha256(vector_db_id.encode()).hexdigest()[:10]
     return f"vdb_{readable}_{digest}"
@@ -317,13 +316,6 @@ class MilvusIndex:
         expr = "window == 0" if chunks_only else ""
         result = self._call(lambda c: c.query(name, filter=expr, output_fields=["count(*)"]))
         return int(result[0]["count(*)"])
-
-    def document_ids(self, name: str) -> set[str]:
-        self.load(name)
-        rows = self._call(
-            lambda c: c.query(name, filter="window == 0", output_fields=["document_id"], limit=16384)
-        )
-        return {r["document_id"] for r in rows}
 
     # -- search -------------------------------------------------------------------------------
 
