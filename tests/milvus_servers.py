@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -85,18 +84,40 @@ def lite_server(data_dir: Path, port: int | None = None) -> Iterator[str]:
 
 
 def in_private_netns() -> bool:
-    """True when the only network interface is loopback (e.g. under `unshare -n`)."""
+    """True when loopback is the only network interface here (e.g. under `unshare -n`).
+
+    /sys/class/net is not remounted by `unshare -n`, so ask the kernel through `ip` instead.
+    """
     try:
-        names = os.listdir("/sys/class/net")
-    except OSError:
+        out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
         return False
+    names = [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line]
     return names == ["lo"]
 
 
 def milvus23_executable() -> Path | None:
-    for candidate in (Path(os.environ.get("MILVUS23_VENV", "")) / "bin" / "milvus-server",
-                      BIN.parent.parent / ".venv-milvus23" / "bin" / "milvus-server"):
-        if candidate.is_file():
-            return candidate
-    found = shutil.which("milvus-server")
-    return Path(found) if found else None
+    candidate = Path(os.environ.get("MILVUS23_VENV", BIN.parent.parent / ".venv-milvus23")) / "bin" / "milvus-server"
+    return candidate if candidate.is_file() else None
+
+
+@contextmanager
+def milvus23_server(data_dir: Path) -> Iterator[str]:
+    """A real Milvus 2.3 standalone on 127.0.0.1:19530. It binds every interface and cannot be told
+    otherwise, so it refuses to start outside a private network namespace."""
+    if not in_private_netns():
+        raise RuntimeError("Milvus 2.3 listens on all interfaces: run this under `unshare -n` (tests/run_slow.sh)")
+    exe = milvus23_executable()
+    if exe is None:
+        raise RuntimeError("milvus-server not found: tests/run_slow.sh installs it into .venv-milvus23")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "milvus23.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen([str(exe), "--data", str(data_dir)], stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    uri = "http://127.0.0.1:19530"
+    try:
+        wait_for_milvus(uri, process, log_path, timeout=120)
+        yield uri
+    finally:
+        _stop(process)

@@ -50,15 +50,20 @@ class RouteInfo(BaseModel):
     provider_types: list[str]
 
 
-# -- models ----------------------------------------------------------------------------------
+class Resource(Lenient):
+    """What every registered object carries in Llama Stack (models, vector DBs, tools, ...)."""
 
-
-class Model(Lenient):
     identifier: str
     provider_resource_id: str
     provider_id: str
-    type: Literal["model"] = "model"
     owner: dict[str, Any] | None = None
+
+
+# -- models ----------------------------------------------------------------------------------
+
+
+class Model(Resource):
+    type: Literal["model"] = "model"
     metadata: dict[str, Any] = Field(default_factory=dict)
     model_type: str = "llm"
 
@@ -74,12 +79,8 @@ class RegisterModelRequest(Lenient):
 # -- vector DBs ------------------------------------------------------------------------------
 
 
-class VectorDB(Lenient):
-    identifier: str
-    provider_resource_id: str
-    provider_id: str
+class VectorDB(Resource):
     type: Literal["vector_db"] = "vector_db"
-    owner: dict[str, Any] | None = None
     embedding_model: str
     embedding_dimension: int
     vector_db_name: str | None = None
@@ -170,10 +171,7 @@ class ToolParameter(BaseModel):
     default: Any = None
 
 
-class Tool(BaseModel):
-    identifier: str
-    provider_resource_id: str
-    provider_id: str
+class Tool(Resource):
     type: Literal["tool"] = "tool"
     toolgroup_id: str
     description: str
@@ -181,10 +179,7 @@ class Tool(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
-class ToolGroup(BaseModel):
-    identifier: str
-    provider_resource_id: str
-    provider_id: str
+class ToolGroup(Resource):
     type: Literal["tool_group"] = "tool_group"
     mcp_endpoint: dict[str, Any] | None = None
     args: dict[str, Any] | None = None

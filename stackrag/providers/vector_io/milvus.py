@@ -47,7 +47,9 @@ def quote(value: str) -> str:
 
 def _server_supports_bm25(version: str) -> bool | None:
     """True/False when the version string tells; None when it does not (then we probe)."""
-    if version.startswith("milvus_lite") or "lite" in version.lower():
+    # Milvus Lite 3.x says "milvus_lite-3.2.2" and has BM25; the old PyPI "milvus" package says
+    # "v2.3.5-lite" and has not, so only the version number decides for everything else.
+    if version.startswith("milvus_lite"):
         return True
     m = re.search(r"(\d+)\.(\d+)", version)
     if not m:
