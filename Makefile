@@ -1,6 +1,8 @@
 # Two commands for a fresh machine:  `make run` (server on the embedded defaults) and `make test`.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
+# llama-cpp-python compiles llama.cpp; let its build use every core.
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8321

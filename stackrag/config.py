@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 DEFAULT_PORT = 8321
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_CHAT_MODEL = "qwen2.5-coder-0.5b-instruct"
 
 # ${env.NAME}, ${env.NAME:=default} (default when unset or empty) and ${env.NAME:+value}
 # (value only when set), the forms Llama Stack run.yaml files use.
@@ -89,6 +90,7 @@ class IngestionSettings(BaseModel):
 def _default_providers() -> dict[str, list[Provider]]:
     return {
         "inference": [
+            Provider(provider_id="llama-cpp", provider_type="inline::llama-cpp"),
             Provider(provider_id="sentence-transformers", provider_type="inline::sentence-transformers"),
         ],
         "vector_io": [
@@ -100,6 +102,7 @@ def _default_providers() -> dict[str, list[Provider]]:
 
 def _default_models() -> list[ModelEntry]:
     return [
+        ModelEntry(model_id=DEFAULT_CHAT_MODEL, provider_id="llama-cpp", model_type="llm"),
         ModelEntry(
             model_id=DEFAULT_EMBEDDING_MODEL,
             provider_id="sentence-transformers",
@@ -136,19 +139,25 @@ class RunConfig(BaseModel):
         """Fill in what a partial file leaves out: the embedding provider and model, the RAG runtime."""
         cfg = self.model_copy(deep=True)
         defaults = _default_providers()
-        for api in ("inference", "vector_io", "tool_runtime"):
-            if api == "inference" and not any(
-                p.provider_type == "inline::sentence-transformers" for p in cfg.providers_of(api)
-            ):
-                cfg.providers[api] = cfg.providers_of(api) + defaults[api]
-            elif not cfg.providers_of(api):
+        for api in ("vector_io", "tool_runtime"):
+            if not cfg.providers_of(api):
                 cfg.providers[api] = defaults[api]
-        if not any(m.model_id == DEFAULT_EMBEDDING_MODEL for m in cfg.models):
-            embedding_provider = next(
-                p.provider_id for p in cfg.providers["inference"] if p.provider_type == "inline::sentence-transformers"
-            )
-            model = _default_models()[0]
-            model.provider_id = embedding_provider
+        # The offline inference providers are always there (they load nothing until used), so a
+        # config that names only a hosted provider still embeds, and can chat without a key.
+        inference = cfg.providers_of("inference")
+        for default in defaults["inference"]:
+            if not any(p.provider_type == default.provider_type for p in inference):
+                taken = {p.provider_id for p in inference}
+                if default.provider_id in taken:
+                    default.provider_id = f"stackrag-{default.provider_id}"
+                inference.append(default)
+        cfg.providers["inference"] = inference
+        by_type = {p.provider_type: p.provider_id for p in inference}
+        for model in _default_models():
+            if any(m.model_id == model.model_id for m in cfg.models):
+                continue
+            kind = "inline::sentence-transformers" if model.model_type == "embedding" else "inline::llama-cpp"
+            model.provider_id = by_type[kind]
             cfg.models.append(model)
         return cfg
 
@@ -184,7 +193,7 @@ def substitute_env(value: Any, env: dict[str, str] | None = None) -> Any:
 
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> RunConfig:
     if path is None:
-        return RunConfig(models=_default_models()).with_builtin_defaults()
+        return RunConfig().with_builtin_defaults()
     p = Path(path).expanduser()
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}

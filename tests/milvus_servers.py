@@ -53,17 +53,31 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
+    """Stop a server and everything it started (Milvus 2.3's launcher leaves its `milvus` child behind
+    when only the launcher is waited for)."""
     try:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=20)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
+    except subprocess.TimeoutExpired:
+        pass
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _group_alive(process.pid):
+        time.sleep(0.2)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 @contextmanager

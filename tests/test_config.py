@@ -73,7 +73,13 @@ def test_tutorial_config_loads_as_written(tmp_path: Path):
     assert cfg.metadata_store.db_path == f"{tmp_path}/registry.db"
     assert cfg.providers["inference"][0].config["api_key"] is None
     assert cfg.server.port == 8321
-    assert [m.model_id for m in cfg.models] == ["meta-llama/Llama-3.3-70B-Instruct-Turbo", "all-MiniLM-L6-v2"]
+    assert [m.model_id for m in cfg.models] == [
+        "meta-llama/Llama-3.3-70B-Instruct-Turbo", "all-MiniLM-L6-v2", "qwen2.5-coder-0.5b-instruct"
+    ]
+    # The offline chat provider is added beside the hosted one; the file's own entries stay first.
+    assert [p.provider_type for p in cfg.providers["inference"]] == [
+        "remote::together", "inline::sentence-transformers", "inline::llama-cpp"
+    ]
 
 
 def test_remote_milvus_block(tmp_path: Path):
@@ -87,9 +93,10 @@ def test_remote_milvus_block(tmp_path: Path):
     milvus = cfg.providers["vector_io"][0]
     assert milvus.config == {"uri": "http://10.1.2.3:19530", "token": "root:Milvus",
                              "consistency_level": "Bounded", "secure": False}
-    # The defaults fill what the file leaves out: the embedding provider and model.
-    assert any(p.provider_type == "inline::sentence-transformers" for p in cfg.providers["inference"])
-    assert [m.model_id for m in cfg.models] == ["all-MiniLM-L6-v2"]
+    # The defaults fill what the file leaves out: the offline inference providers and their models.
+    assert {p.provider_type for p in cfg.providers["inference"]} == {"inline::sentence-transformers",
+                                                                     "inline::llama-cpp"}
+    assert sorted(m.model_id for m in cfg.models) == ["all-MiniLM-L6-v2", "qwen2.5-coder-0.5b-instruct"]
 
 
 def test_env_substitution_forms():
@@ -121,6 +128,8 @@ def test_bad_config_files_say_what_is_wrong(tmp_path: Path):
 def test_no_file_means_embedded_defaults():
     cfg = load_config(None)
     assert [(p.provider_id, p.provider_type) for p in cfg.providers["vector_io"]] == [("milvus", "inline::milvus")]
-    assert cfg.models[0].model_id == "all-MiniLM-L6-v2"
-    assert cfg.models[0].metadata == {"embedding_dimension": 384}
+    models = {m.model_id: m for m in cfg.models}
+    assert models["all-MiniLM-L6-v2"].metadata == {"embedding_dimension": 384}
+    assert models["all-MiniLM-L6-v2"].model_type == "embedding"
+    assert models["qwen2.5-coder-0.5b-instruct"].model_type == "llm"
     assert cfg.server.port == 8321

@@ -16,7 +16,7 @@ from .. import __version__
 from ..config import RunConfig
 from ..core.stack import Stack, build_stack
 from ..errors import StackError
-from .routes import inspect, models, rag_tool, tools, vector_dbs, vector_io
+from .routes import agents, inference, inspect, models, rag_tool, tool_runtime, tools, vector_dbs, vector_io
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.stack = stack
-    for module in (inspect, models, vector_dbs, vector_io, rag_tool, tools):
+    for module in (inspect, models, vector_dbs, vector_io, rag_tool, tools, tool_runtime, inference, agents):
         app.include_router(module.router)
     app.add_exception_handler(StackError, _stack_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

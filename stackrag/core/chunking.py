@@ -26,6 +26,8 @@ class TextChunk:
     document_id: str
     content: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Position in its document (0 = the opening chunk); -1 when unknown.
+    index: int = -1
 
 
 def chunk_id_for(document_id: str, index: int, content: str) -> str:
@@ -67,7 +69,7 @@ def split_document(
             "token_count": len(window),
             "metadata_token_count": metadata_tokens,
         }
-        chunks.append(TextChunk(chunk_id_for(document_id, index, content), document_id, content, chunk_metadata))
+        chunks.append(TextChunk(chunk_id_for(document_id, index, content), document_id, content, chunk_metadata, index))
     return chunks
 
 
@@ -85,3 +87,18 @@ def embedding_windows(text: str, tokenizer: Tokenizer, max_tokens: int) -> list[
         window = spans[start : start + max_tokens]
         windows.append(text[window[0][0] : window[-1][1]])
     return windows
+
+
+def embed_whole(embedder: Any, texts: list[str]) -> Any:
+    """One vector per text that reads all of it: windows embedded, averaged, re-normalised."""
+    import numpy as np
+
+    windows = [embedding_windows(t, embedder.tokenizer, embedder.max_tokens) for t in texts]
+    flat = embedder.embed([w for ws in windows for w in ws])
+    out = np.empty((len(texts), flat.shape[1] if len(flat) else embedder.dimension), dtype=np.float32)
+    offset = 0
+    for i, ws in enumerate(windows):
+        mean = flat[offset : offset + len(ws)].mean(axis=0)
+        out[i] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        offset += len(ws)
+    return out

@@ -151,6 +151,21 @@ def pdf_to_text(data: bytes) -> str:
     return text
 
 
+_UNDERLINE = re.compile(r"^([=\-~^*#+`'\"])\1{2,}\s*$")
+
+
+def title_of(text: str) -> str:
+    """A document's title: its first Markdown `#` heading or underlined reST heading, else its first line."""
+    lines = [line.strip() for line in text.splitlines()[:80]]
+    for i, line in enumerate(lines):
+        if line.startswith("#") and line.lstrip("#").strip():
+            return line.lstrip("#").strip()
+        if line and not _UNDERLINE.match(line) and i + 1 < len(lines) and _UNDERLINE.match(lines[i + 1]):
+            return line
+    first = next((line for line in lines if line), "")
+    return first[:120]
+
+
 def normalise(text: str) -> str:
     text = text.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
     return re.sub(r"\n{3,}", "\n\n", text)

@@ -23,7 +23,7 @@ from ..config import FetchSettings, IngestionSettings
 from ..errors import BadRequest, PayloadTooLarge
 from ..providers.protocols import Embedder, Replace, StoredRow, VectorIndex
 from .chunking import TextChunk, embedding_windows, split_document
-from .documents import document_text
+from .documents import document_text, title_of
 from .records import VectorDBRecord
 from .text import content_as_text
 
@@ -50,6 +50,7 @@ class PreparedChunk:
     stored: dict[str, Any]  # the chunk as queries return it: content + metadata
     windows: list[str]
     embedding: np.ndarray | None = None
+    index: int = -1
 
 
 @dataclass
@@ -98,9 +99,7 @@ class Ingestion:
             )
             if not chunks:
                 raise BadRequest(f"documents[{position}] ({doc['document_id']}) has no text to index")
-            prepared.append(
-                await asyncio.to_thread(self._prepare_text_chunks, chunks, embedder)
-            )
+            prepared.append(await asyncio.to_thread(self._prepare_text_chunks, chunks, embedder, title_of(text)))
         total_chunks = sum(len(p) for p in prepared)
         if total_chunks > self._limits.max_chunks_per_request:
             raise PayloadTooLarge(
@@ -136,12 +135,13 @@ class Ingestion:
                 raise BadRequest(f"documents[{i}].document_id {doc_id!r} appears twice in this request")
             seen.add(doc_id)
 
-    def _prepare_text_chunks(self, chunks: list[TextChunk], embedder: Embedder) -> list[PreparedChunk]:
+    def _prepare_text_chunks(self, chunks: list[TextChunk], embedder: Embedder, title: str) -> list[PreparedChunk]:
         prepared = []
         for chunk in _split_oversized(chunks):
-            stored = {"content": chunk.content, "metadata": chunk.metadata}
+            # The title rides outside metadata, so knowledge_search's text stays Llama Stack's.
+            stored = {"content": chunk.content, "metadata": chunk.metadata, "title": title}
             windows = embedding_windows(chunk.content, embedder.tokenizer, embedder.max_tokens)
-            prepared.append(PreparedChunk(chunk.chunk_id, chunk.document_id, stored, windows))
+            prepared.append(PreparedChunk(chunk.chunk_id, chunk.document_id, stored, windows, index=chunk.index))
         return prepared
 
     async def _write_documents(
@@ -264,7 +264,7 @@ def check_document_id(document_id: str, field: str) -> None:
 
 def _row(chunk: PreparedChunk, window: int, text: str, vector: np.ndarray) -> StoredRow:
     row_id = hashlib.sha256(f"{uuid.uuid4().hex}{chunk.chunk_id}{window}".encode()).hexdigest()[:40]
-    return StoredRow(row_id, chunk.chunk_id, chunk.document_id, window, text, vector, chunk.stored)
+    return StoredRow(row_id, chunk.chunk_id, chunk.document_id, window, text, vector, chunk.stored, chunk.index)
 
 
 def _check_embedding(value: Any, dimension: int, field: str) -> np.ndarray:
@@ -294,5 +294,7 @@ def _split_oversized(chunks: list[TextChunk]) -> list[TextChunk]:
         for n in range(parts):
             piece = chunk.content[n * step : (n + 1) * step]
             if piece:
-                out.append(TextChunk(f"{chunk.chunk_id[:28]}{n:04d}", chunk.document_id, piece, dict(chunk.metadata)))
+                index = chunk.index if n == 0 else -1
+                out.append(TextChunk(f"{chunk.chunk_id[:28]}{n:04d}", chunk.document_id, piece, dict(chunk.metadata),
+                                     index))
     return out

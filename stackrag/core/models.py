@@ -39,10 +39,11 @@ class ModelService:
             self._registry.put(NAMESPACE, record.identifier, record.model_dump())
 
     def _default_provider(self, model_type: str) -> str:
+        capability = "embedder" if model_type == "embedding" else "chat_model"
         for provider_id, provider in self._providers.items():
-            if model_type != "embedding" or hasattr(provider, "embedder"):
+            if hasattr(provider, capability):
                 return provider_id
-        raise BadRequest("no inference provider is configured")
+        raise BadRequest(f"no inference provider here can serve {model_type} models")
 
     def _check(self, record: ModelRecord) -> None:
         if record.model_type not in MODEL_TYPES:
@@ -78,6 +79,8 @@ class ModelService:
         self._check(record)
         if model_type == "embedding":
             self.embedder_for(record)  # fails now, not at the first insert, if the provider cannot serve it
+        elif not hasattr(self._providers[provider_id], "chat_model"):
+            raise BadRequest(f"provider {provider_id!r} serves embedding models only")
         self._registry.put(NAMESPACE, record.identifier, record.model_dump())
         return record
 
@@ -104,3 +107,15 @@ class ModelService:
 
     def embedder(self, model_id: str) -> Any:
         return self.embedder_for(self.get(model_id))
+
+    def chat_model(self, model_id: str) -> Any:
+        record = self.get(model_id)
+        if record.model_type != "llm":
+            raise BadRequest(f"model {model_id!r} is an {record.model_type} model, not a chat model (llm)")
+        provider = self._providers.get(record.provider_id)
+        if provider is None or not hasattr(provider, "chat_model"):
+            raise BadRequest(f"model {model_id!r}: provider {record.provider_id!r} cannot chat")
+        return provider.chat_model(record.provider_resource_id)
+
+    def provider(self, provider_id: str) -> Any:
+        return self._providers.get(provider_id)

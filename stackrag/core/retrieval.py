@@ -115,6 +115,8 @@ class RAGQueryConfig:
 class RAGResult:
     content: list[dict[str, str]] | None
     metadata: dict[str, Any]
+    # The chunks behind `content`, for callers inside the server (the agent's prompt).
+    hits: list[Hit] = field(default_factory=list)
 
 
 class _TemplateChunk:
@@ -151,7 +153,11 @@ class Retrieval:
         targets: list[tuple[VectorDBRecord, VectorIndex, Embedder]],
         content: Any,
         config: RAGQueryConfig,
+        overview_below: float | None = None,
     ) -> RAGResult:
+        """Llama Stack's knowledge_search. With `overview_below`, a query whose best match scores
+        lower than that (a question about the collection as a whole, such as "what topics are
+        explained?") gets the opening passage of each document instead of scattered weak matches."""
         if not targets:
             raise BadRequest(
                 "No vector DBs were provided to the knowledge search tool. Please provide at least one vector DB ID."
@@ -162,6 +168,11 @@ class Retrieval:
         tokenizer = targets[0][2].tokenizer
         hits = sorted((h for hits in results for h in hits), key=lambda h: h.score, reverse=True)
         picked = hits[: config.max_chunks]
+        if overview_below is not None and (not picked or picked[0].score < overview_below):
+            heads = await asyncio.gather(
+                *(asyncio.to_thread(index.document_heads, db.collection, config.max_chunks) for db, index, _ in targets)
+            )
+            picked = [h for group in heads for h in group][: config.max_chunks] or picked
         if not picked:
             return RAGResult(content=None, metadata={"document_ids": [], "chunks": [], "scores": []})
         return format_knowledge_search(picked, query, config, tokenizer)
@@ -191,6 +202,7 @@ def format_knowledge_search(hits: list[Hit], query: str, config: RAGQueryConfig,
         "Use them as supporting information only in answering this query.\n",
     })
     return RAGResult(
+        hits=used,
         content=items,
         metadata={
             "document_ids": [h.document_id for h in used],

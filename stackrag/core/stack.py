@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from ..config import RunConfig
 from ..errors import BadRequest, StackError
 from ..providers.protocols import Embedder, VectorIndex
 from ..providers.registry import PROVIDERS, load_class, lookup
 from ..storage.registry import Registry, open_registry
+from .agents import AgentService
+from .chunking import embed_whole
 from .ingestion import Ingestion
 from .models import ModelService
 from .records import VectorDBRecord
-from .retrieval import Retrieval
+from .retrieval import RAGQueryConfig, RAGResult, Retrieval
 from .vector_dbs import VectorDBService
 
 log = logging.getLogger(__name__)
@@ -40,12 +45,25 @@ class Stack:
     vector_dbs: VectorDBService
     ingestion: Ingestion
     retrieval: Retrieval
+    agents: AgentService = field(init=False)
     providers: list[ProviderInfo] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.agents = AgentService(self.registry, self.models, self.knowledge_search)
 
     def target(self, vector_db_id: str) -> tuple[VectorDBRecord, VectorIndex, Embedder]:
         """A vector DB with the index that stores it and the embedder that reads it."""
         record = self.vector_dbs.get(vector_db_id)
         return record, self.vector_dbs.index_of(record), self.models.embedder(record.embedding_model)
+
+    async def knowledge_search(self, vector_db_ids: list[str], query: Any, config: RAGQueryConfig,
+                               overview_below: float | None = None) -> RAGResult:
+        targets = [self.target(vector_db_id) for vector_db_id in vector_db_ids]
+        return await self.retrieval.knowledge_search(targets, query, config, overview_below)
+
+    async def embed_whole(self, embedder: Embedder, texts: list[str]) -> np.ndarray:
+        """One vector per text, however long: the mean of its embedding windows, re-normalised."""
+        return await asyncio.to_thread(embed_whole, embedder, texts)
 
     def startup(self) -> None:
         # Load embedding models now, so the first insert or query does not pay for it.
@@ -103,10 +121,7 @@ def build_stack(config: RunConfig) -> Stack:
 def _instantiate(spec: Any, provider_id: str, provider_type: str, config: dict[str, Any], data_dir: Any) -> Any:
     if not spec.target:
         return object()  # served by the core itself (the RAG runtime)
-    cls = load_class(spec)
-    if spec.api == "vector_io":
-        return cls(provider_id, provider_type, config, data_dir)
-    return cls(provider_id, config)
+    return load_class(spec)(provider_id, provider_type, config, data_dir)
 
 
 def _unsupported(api: str, provider_type: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, AsyncIterator, Protocol, Sequence
 
 import numpy as np
 
@@ -41,6 +41,7 @@ class StoredRow:
     text: str
     vector: np.ndarray
     chunk: dict[str, Any]
+    chunk_index: int = -1
 
 
 @dataclass
@@ -57,6 +58,8 @@ class Hit:
     document_id: str
     chunk: dict[str, Any]
     score: float
+    # The embedding window of the chunk that matched best: the focused part a model may be shown.
+    window_text: str = ""
 
 
 @dataclass
@@ -106,8 +109,49 @@ class VectorIndex(Protocol):
 
     def count_rows(self, name: str, chunks_only: bool = True) -> int: ...
 
+    def document_heads(self, name: str, limit: int) -> list[Hit]:
+        """The opening window of up to `limit` documents: an overview of what the DB holds."""
+        ...
+
     def capabilities(self, name: str | None = None) -> IndexCapabilities: ...
 
     def health(self) -> dict[str, str]: ...
 
     def close(self) -> None: ...
+
+
+@dataclass
+class ChatRequest:
+    """A chat completion in OpenAI message format (role/content/tool_calls/tool_call_id)."""
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    max_tokens: int | None = None
+    temperature: float = 0.0
+    top_p: float | None = None
+    stop: list[str] | None = None
+    # A per-request key (X-LlamaStack-Provider-Data) for remote providers.
+    api_key: str | None = None
+
+
+@dataclass
+class ChatChunk:
+    text: str = ""
+    # Complete tool calls ({"id", "name", "arguments": str}) once the model has finished them.
+    tool_calls: list[dict[str, Any]] | None = None
+    finish_reason: str | None = None
+    usage: dict[str, int] | None = None
+
+
+class ChatModel(Protocol):
+    model_id: str
+    context_window: int
+
+    def count_tokens(self, messages: list[dict[str, Any]]) -> int: ...
+
+    def count_text(self, text: str) -> int: ...
+
+    def stream_chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]: ...
+
+    def complete(self, prompt: str, max_tokens: int | None, temperature: float) -> AsyncIterator[ChatChunk]: ...

@@ -22,6 +22,11 @@ PROVIDERS: dict[str, ProviderSpec] = {
     for spec in [
         ProviderSpec("inference", "inline::sentence-transformers",
                      "stackrag.providers.inference.sentence_transformers:SentenceTransformersProvider"),
+        ProviderSpec("inference", "inline::llama-cpp", "stackrag.providers.inference.llama_cpp:LlamaCppProvider"),
+        *(
+            ProviderSpec("inference", t, "stackrag.providers.inference.openai_compat:OpenAICompatProvider")
+            for t in ("remote::openai", "remote::together", "remote::vllm", "remote::ollama")
+        ),
         ProviderSpec("vector_io", "inline::milvus", "stackrag.providers.vector_io.milvus:MilvusIndex"),
         ProviderSpec("vector_io", "remote::milvus", "stackrag.providers.vector_io.milvus:MilvusIndex"),
         ProviderSpec("tool_runtime", "inline::rag-runtime", ""),

@@ -183,3 +183,95 @@ class ToolGroup(Resource):
     type: Literal["tool_group"] = "tool_group"
     mcp_endpoint: dict[str, Any] | None = None
     args: dict[str, Any] | None = None
+
+
+# -- inference -------------------------------------------------------------------------------
+
+
+class ChatCompletionRequest(Lenient):
+    model_id: str
+    messages: list[dict[str, Any]]
+    sampling_params: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    tool_prompt_format: str | None = None
+    response_format: dict[str, Any] | None = None
+    stream: bool | None = False
+    logprobs: dict[str, Any] | None = None
+    tool_config: dict[str, Any] | None = None
+
+
+class CompletionRequest(Lenient):
+    model_id: str
+    content: Any
+    sampling_params: dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    stream: bool | None = False
+    logprobs: dict[str, Any] | None = None
+
+
+class EmbeddingsRequest(Lenient):
+    model_id: str
+    contents: list[Any]
+    text_truncation: str | None = "none"
+    output_dimension: int | None = None
+    task_type: str | None = None
+
+
+class EmbeddingsResponse(BaseModel):
+    embeddings: list[list[float]]
+
+
+# -- agents ----------------------------------------------------------------------------------
+
+
+class CreateAgentRequest(Lenient):
+    agent_config: dict[str, Any]
+
+
+class AgentCreated(BaseModel):
+    agent_id: str
+
+
+class CreateSessionRequest(Lenient):
+    session_name: str
+
+
+class SessionCreated(BaseModel):
+    session_id: str
+
+
+class CreateTurnRequest(Lenient):
+    messages: list[dict[str, Any]]
+    stream: bool | None = False
+    documents: list[Any] | None = None
+    toolgroups: list[Any] | None = None
+    tool_config: dict[str, Any] | None = None
+
+
+class PaginatedList(BaseModel):
+    data: list[dict[str, Any]]
+    has_more: bool = False
+    url: str | None = None
+
+
+# -- tool runtime ----------------------------------------------------------------------------
+
+
+class InvokeToolRequest(Lenient):
+    tool_name: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolInvocationResult(BaseModel):
+    content: Any = None
+    error_message: str | None = None
+    error_code: int | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class ToolDef(BaseModel):
+    name: str
+    description: str
+    parameters: list[ToolParameter]
+    metadata: dict[str, Any] | None = None

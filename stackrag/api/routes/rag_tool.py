@@ -26,6 +26,5 @@ async def rag_insert(body: RAGInsertRequest, response: Response, stack: Stack = 
 @router.post("/v1/tool-runtime/rag-tool/query", response_model=RAGQueryResult)
 async def rag_query(body: RAGQueryRequest, stack: Stack = Depends(get_stack)) -> RAGQueryResult:
     config = RAGQueryConfig.parse(body.query_config)
-    targets = [stack.target(vector_db_id) for vector_db_id in body.vector_db_ids]
-    result = await stack.retrieval.knowledge_search(targets, body.content, config)
+    result = await stack.knowledge_search(body.vector_db_ids, body.content, config)
     return RAGQueryResult.model_validate({"content": result.content, "metadata": result.metadata})

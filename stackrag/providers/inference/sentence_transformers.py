@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -129,7 +130,7 @@ def shared_embedder() -> MiniLMEmbedder:
 class SentenceTransformersProvider:
     """Inference provider that serves embedding models only."""
 
-    def __init__(self, provider_id: str, config: dict[str, Any]):
+    def __init__(self, provider_id: str, provider_type: str, config: dict[str, Any], data_dir: Path):
         self.provider_id = provider_id
         self.config = config
 

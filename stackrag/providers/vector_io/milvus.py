@@ -224,6 +224,7 @@ class MilvusIndex:
         schema.add_field("document_id", DataType.VARCHAR, max_length=MAX_DOCUMENT_ID_BYTES)
         schema.add_field("ingest_id", DataType.VARCHAR, max_length=64)
         schema.add_field("window", DataType.INT32)
+        schema.add_field("chunk_index", DataType.INT32)
         if bm25:
             schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, enable_analyzer=True)
         else:
@@ -269,6 +270,7 @@ class MilvusIndex:
             "document_id": row.document_id,
             "ingest_id": ingest_id,
             "window": row.window,
+            "chunk_index": row.chunk_index,
             "text": _clip_utf8(row.text, MAX_TEXT_BYTES),
             "vector": row.vector.astype(np.float32).tolist(),
             "chunk": row.chunk,
@@ -319,6 +321,14 @@ class MilvusIndex:
         result = self._call(lambda c: c.query(name, filter=expr, output_fields=["count(*)"]))
         return int(result[0]["count(*)"])
 
+    def document_heads(self, name: str, limit: int) -> list[Hit]:
+        self.load(name)
+        rows = self._call(lambda c: c.query(
+            name, filter="chunk_index == 0 and window == 0", limit=limit,
+            output_fields=["chunk_id", "document_id", "chunk", "text"],
+        ))
+        return [Hit(r["chunk_id"], r["document_id"], r["chunk"], 0.0, r.get("text") or "") for r in rows]
+
     # -- search -------------------------------------------------------------------------------
 
     def search(self, name: str, request: SearchRequest) -> list[Hit]:
@@ -344,12 +354,13 @@ class MilvusIndex:
                 score = abs(score)  # Lite reports BM25 scores negated
             hit = best.get(entity["chunk_id"])
             if hit is None or score > hit.score:
-                best[entity["chunk_id"]] = Hit(entity["chunk_id"], entity["document_id"], entity["chunk"], score)
+                best[entity["chunk_id"]] = Hit(entity["chunk_id"], entity["document_id"], entity["chunk"], score,
+                                               entity.get("text") or "")
         hits = sorted(best.values(), key=lambda h: h.score, reverse=True)
         return hits[: request.limit]
 
     def _search(self, client: Any, name: str, mode: str, request: SearchRequest, limit: int, expr: str) -> list:
-        fields = ["chunk_id", "document_id", "chunk"]
+        fields = ["chunk_id", "document_id", "chunk", "text"]
         dense_params = {"metric_type": "COSINE", "params": {"ef": max(64, limit)}}
         if mode == "vector":
             return client.search(

@@ -1,0 +1,105 @@
+"""/v1/agents: agents, sessions, turns (SSE) and steps."""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+from fastapi import APIRouter, Depends, Request
+
+from ...core.stack import Stack
+from ...errors import NotImplementedYet
+from ...wire.llama_stack import (
+    AgentCreated,
+    CreateAgentRequest,
+    CreateSessionRequest,
+    CreateTurnRequest,
+    PaginatedList,
+    SessionCreated,
+)
+from ..deps import get_stack, provider_api_key
+from ..sse import sse_response
+
+router = APIRouter()
+
+
+@router.post("/v1/agents", response_model=AgentCreated)
+async def create_agent(body: CreateAgentRequest, stack: Stack = Depends(get_stack)) -> AgentCreated:
+    return AgentCreated(agent_id=stack.agents.create_agent(body.agent_config))
+
+
+@router.get("/v1/agents", response_model=PaginatedList)
+async def list_agents(stack: Stack = Depends(get_stack)) -> PaginatedList:
+    return PaginatedList(data=stack.agents.list_agents())
+
+
+@router.get("/v1/agents/{agent_id}")
+async def get_agent(agent_id: str, stack: Stack = Depends(get_stack)) -> dict[str, Any]:
+    return stack.agents.get_agent(agent_id)
+
+
+@router.delete("/v1/agents/{agent_id}")
+async def delete_agent(agent_id: str, stack: Stack = Depends(get_stack)) -> None:
+    stack.agents.delete_agent(agent_id)
+
+
+@router.post("/v1/agents/{agent_id}/session", response_model=SessionCreated)
+async def create_session(agent_id: str, body: CreateSessionRequest, stack: Stack = Depends(get_stack)) -> SessionCreated:
+    return SessionCreated(session_id=stack.agents.create_session(agent_id, body.session_name))
+
+
+@router.get("/v1/agents/{agent_id}/sessions", response_model=PaginatedList)
+async def list_sessions(agent_id: str, stack: Stack = Depends(get_stack)) -> PaginatedList:
+    stack.agents.get_agent(agent_id)
+    return PaginatedList(data=[_session(s) for s in stack.agents.list_sessions(agent_id)])
+
+
+def _session(session: dict[str, Any]) -> dict[str, Any]:
+    return {k: session[k] for k in ("session_id", "session_name", "turns", "started_at")}
+
+
+@router.get("/v1/agents/{agent_id}/session/{session_id}")
+async def get_session(agent_id: str, session_id: str, stack: Stack = Depends(get_stack)) -> dict[str, Any]:
+    return _session(stack.agents.get_session(agent_id, session_id))
+
+
+@router.delete("/v1/agents/{agent_id}/session/{session_id}")
+async def delete_session(agent_id: str, session_id: str, stack: Stack = Depends(get_stack)) -> None:
+    stack.agents.delete_session(agent_id, session_id)
+
+
+@router.post("/v1/agents/{agent_id}/session/{session_id}/turn")
+async def create_turn(agent_id: str, session_id: str, body: CreateTurnRequest, request: Request,
+                      stack: Stack = Depends(get_stack)) -> Any:
+    agent, session = stack.agents.prepare_turn(agent_id, session_id, body.messages, body.toolgroups, body.documents)
+    api_key = provider_api_key(request, stack, agent["agent_config"]["model"])
+    payloads = stack.agents.run_turn(agent, session, body.messages, body.toolgroups, api_key)
+    if body.stream:
+        return sse_response(_chunks(payloads))
+    # Llama Stack answers 501 here; a whole Turn is more useful and has the same shape as the stream's last event.
+    turn = None
+    async for payload in payloads:
+        if payload["event_type"] == "turn_complete":
+            turn = payload["turn"]
+    return turn
+
+
+async def _chunks(payloads: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    async for payload in payloads:
+        yield {"event": {"payload": payload}}
+
+
+@router.get("/v1/agents/{agent_id}/session/{session_id}/turn/{turn_id}")
+async def get_turn(agent_id: str, session_id: str, turn_id: str, stack: Stack = Depends(get_stack)) -> dict[str, Any]:
+    return stack.agents.get_turn(agent_id, session_id, turn_id)
+
+
+@router.get("/v1/agents/{agent_id}/session/{session_id}/turn/{turn_id}/step/{step_id}")
+async def get_step(agent_id: str, session_id: str, turn_id: str, step_id: str,
+                   stack: Stack = Depends(get_stack)) -> dict[str, Any]:
+    return {"step": stack.agents.get_step(agent_id, session_id, turn_id, step_id)}
+
+
+@router.post("/v1/agents/{agent_id}/session/{session_id}/turn/{turn_id}/resume")
+async def resume_turn(agent_id: str, session_id: str, turn_id: str) -> None:
+    raise NotImplementedYet("resuming a turn is not needed here: stackrag runs its tools itself and never "
+                            "leaves a turn awaiting input")

@@ -1,0 +1,145 @@
+"""`remote::openai`, `remote::together`, `remote::vllm`, `remote::ollama`: one adapter for any
+OpenAI-compatible chat API (also a llama.cpp server). The key comes from the request's
+X-LlamaStack-Provider-Data, else the config, else the provider's environment variable."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import httpx
+
+from ...errors import BadRequest, Unavailable
+from ..protocols import ChatChunk, ChatRequest
+
+
+@dataclass(frozen=True)
+class Flavour:
+    base_url: str | None
+    env_key: str | None
+    provider_data_key: str | None
+
+
+FLAVOURS = {
+    "remote::openai": Flavour("https://api.openai.com/v1", "OPENAI_API_KEY", "openai_api_key"),
+    "remote::together": Flavour("https://api.together.xyz/v1", "TOGETHER_API_KEY", "together_api_key"),
+    "remote::vllm": Flavour(None, "VLLM_API_TOKEN", "vllm_api_token"),
+    "remote::ollama": Flavour("http://localhost:11434/v1", None, None),
+}
+DEFAULT_CONTEXT = 8192
+TIMEOUT = httpx.Timeout(300.0, connect=10.0)
+
+
+class RemoteChatModel:
+    def __init__(self, provider: OpenAICompatProvider, provider_model_id: str):
+        self.provider = provider
+        self.model_id = provider_model_id
+        self.context_window = provider.context_window
+
+    def count_tokens(self, messages: list[dict[str, Any]]) -> int:
+        # No tokenizer for a remote model: ~4 characters a token is the usual, safe-side estimate.
+        return sum(len(json.dumps(m, ensure_ascii=False)) for m in messages) // 3
+
+    def count_text(self, text: str) -> int:
+        return len(text) // 3
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        body: dict[str, Any] = {
+            "model": self.model_id,
+            "messages": request.messages,
+            "stream": True,
+            "temperature": request.temperature,
+        }
+        if request.max_tokens:
+            body["max_tokens"] = request.max_tokens
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.stop:
+            body["stop"] = request.stop
+        if request.tools:
+            body["tools"] = request.tools
+            body["tool_choice"] = request.tool_choice or "auto"
+        pending: dict[int, dict[str, Any]] = {}
+        async for event in self.provider.post_stream("/chat/completions", body, request.api_key):
+            if not event.get("choices"):
+                continue
+            choice = event["choices"][0]
+            delta = choice.get("delta") or {}
+            for call in delta.get("tool_calls") or []:
+                slot = pending.setdefault(call.get("index", 0), {"id": "", "name": "", "arguments": ""})
+                slot["id"] = call.get("id") or slot["id"]
+                fn = call.get("function") or {}
+                slot["name"] += fn.get("name") or ""
+                slot["arguments"] += fn.get("arguments") or ""
+            finish = choice.get("finish_reason")
+            calls = [pending[i] for i in sorted(pending)] if finish and pending else None
+            if delta.get("content") or finish or calls:
+                yield ChatChunk(text=delta.get("content") or "", tool_calls=calls, finish_reason=finish)
+
+    async def complete(self, prompt: str, max_tokens: int | None, temperature: float) -> AsyncIterator[ChatChunk]:
+        body = {"model": self.model_id, "prompt": prompt, "stream": True, "temperature": temperature,
+                "max_tokens": max_tokens or 256}
+        async for event in self.provider.post_stream("/completions", body, None):
+            if event.get("choices"):
+                choice = event["choices"][0]
+                yield ChatChunk(text=choice.get("text") or "", finish_reason=choice.get("finish_reason"))
+
+
+class OpenAICompatProvider:
+    def __init__(self, provider_id: str, provider_type: str, config: dict[str, Any], data_dir: Path):
+        self.provider_id = provider_id
+        self.flavour = FLAVOURS[provider_type]
+        url = config.get("base_url") or config.get("url") or self.flavour.base_url
+        if not url:
+            raise BadRequest(f"inference provider {provider_id} ({provider_type}) needs config.url")
+        url = str(url).rstrip("/")
+        if provider_type == "remote::ollama" and not url.endswith("/v1"):
+            url += "/v1"
+        self.base_url = url
+        self._config_key = config.get("api_key") or config.get("api_token")
+        self.context_window = int(config.get("context_window") or DEFAULT_CONTEXT)
+
+    def chat_model(self, provider_model_id: str) -> RemoteChatModel:
+        return RemoteChatModel(self, provider_model_id)
+
+    def api_key(self, request_key: str | None) -> str | None:
+        if request_key:
+            return request_key
+        if self._config_key:
+            return str(self._config_key)
+        return os.environ.get(self.flavour.env_key) if self.flavour.env_key else None
+
+    def key_from_provider_data(self, provider_data: dict[str, Any]) -> str | None:
+        key = self.flavour.provider_data_key
+        return provider_data.get(key) if key else None
+
+    async def post_stream(self, path: str, body: dict[str, Any], request_key: str | None) -> AsyncIterator[dict]:
+        headers = {"accept": "text/event-stream"}
+        key = self.api_key(request_key)
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        try:
+            async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as client:
+                async with client.stream("POST", self.base_url + path, json=body, headers=headers) as response:
+                    if response.status_code >= 400:
+                        detail = (await response.aread()).decode("utf-8", "replace")[:500]
+                        raise Unavailable(
+                            f"inference provider {self.provider_id} answered {response.status_code}: {detail}"
+                        )
+                    async for line in response.aiter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            return
+                        yield json.loads(data)
+        except httpx.HTTPError as exc:
+            raise Unavailable(
+                f"inference provider {self.provider_id} at {self.base_url} is unreachable: {type(exc).__name__}"
+            ) from exc
+
+    def health(self) -> dict[str, str]:
+        return {"status": "OK", "message": f"OpenAI-compatible API at {self.base_url}"}

@@ -1,0 +1,123 @@
+"""Remote inference through the OpenAI-compatible adapter, against a real OpenAI-compatible server:
+llama.cpp's own (`python -m llama_cpp.server`) on 127.0.0.1 with the packaged GGUF. The same
+adapter serves remote::openai, remote::vllm, remote::together and remote::ollama; hosted APIs
+cannot be reached from here, so a local server stands in for them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from llama_stack_client import LlamaStackClient
+from llama_stack_client.lib.agents.agent import Agent
+from llama_stack_client.types import Document
+from llama_stack_client.types.agent_create_params import AgentConfig
+
+from conftest import TUTORIAL_FILES, inline_vector_io, new_id, start_server
+from milvus_servers import free_port
+from stackrag.providers.inference.gguf_weights import CATALOG, DEFAULT_WEIGHTS, materialise
+
+ALIAS = "qwen-local"
+
+
+@pytest.fixture(scope="module")
+def llama_server(models_dir, tmp_path_factory):
+    gguf = materialise(CATALOG[DEFAULT_WEIGHTS], models_dir)
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", ALIAS,
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--api_key", "sk-local-test"],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/models", headers={"authorization": "Bearer sk-local-test"}, timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"llama_cpp.server did not start:\n{log.read_text()[-2000:]}")
+        time.sleep(0.3)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module", params=["remote::openai", "remote::vllm"])
+def remote_stack(request, llama_server, tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("remote-inference")
+    config = data_dir / "run.yaml"
+    config.write_text(
+        "providers:\n  inference:\n  - provider_id: local-server\n"
+        f"    provider_type: {request.param}\n"
+        f"    config: {{url: '{llama_server}', api_key: sk-local-test}}\n"
+        "  vector_io:\n" + inline_vector_io() +
+        "models:\n- model_id: remote-qwen\n  provider_id: local-server\n"
+        f"  provider_model_id: {ALIAS}\n  model_type: llm\n"
+    )
+    server = start_server(data_dir, config)
+    yield server
+    server.stop()
+
+
+def test_chat_completion_and_streaming(remote_stack):
+    client = LlamaStackClient(base_url=remote_stack.url)
+    reply = client.inference.chat_completion(
+        model_id="remote-qwen", messages=[{"role": "user", "content": "Reply with the single word: pong"}],
+        sampling_params={"max_tokens": 8},
+    )
+    assert "pong" in reply.completion_message.content.lower()
+    events = [c.event for c in client.inference.chat_completion(
+        model_id="remote-qwen", messages=[{"role": "user", "content": "Count from 1 to 5."}], stream=True,
+        sampling_params={"max_tokens": 32},
+    )]
+    assert events[0].event_type == "start" and events[-1].event_type == "complete"
+    assert "3" in "".join(e.delta.text for e in events if e.event_type == "progress")
+
+
+def test_agent_turn_over_remote_inference(remote_stack, docs_url):
+    client = LlamaStackClient(base_url=remote_stack.url)
+    db = new_id("remote")
+    client.vector_dbs.register(vector_db_id=db, embedding_model="all-MiniLM-L6-v2")
+    client.tool_runtime.rag_tool.insert(vector_db_id=db, chunk_size_in_tokens=512, documents=[
+        Document(document_id=f"num-{i}", content=f"{docs_url}/{n}", mime_type="text/plain", metadata={})
+        for i, n in enumerate(TUTORIAL_FILES)
+    ])
+    agent = Agent(client, AgentConfig(model="remote-qwen", instructions="Answer briefly.",
+                                      enable_session_persistence=False,
+                                      toolgroups=[{"name": "builtin::rag", "args": {"vector_db_ids": [db]}}]))
+    turn = agent.create_turn(messages=[{"role": "user", "content": "What attention does Llama3-8B use?"}],
+                             session_id=agent.create_session("remote"), stream=False)
+    assert "grouped" in turn.output_message.content.lower() or "gqa" in turn.output_message.content.lower()
+    assert any(s.step_type == "tool_execution" for s in turn.steps)
+
+
+def test_a_wrong_key_is_a_clear_error(llama_server, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "providers:\n  inference:\n  - provider_id: local-server\n    provider_type: remote::openai\n"
+        f"    config: {{url: '{llama_server}', api_key: wrong-key}}\n"
+        "models:\n- model_id: remote-qwen\n  provider_id: local-server\n"
+        f"  provider_model_id: {ALIAS}\n  model_type: llm\n"
+    )
+    server = start_server(tmp_path / "data", config)
+    try:
+        r = httpx.post(f"{server.url}/v1/inference/chat-completion", timeout=60, json={
+            "model_id": "remote-qwen", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 503
+        assert "answered 401" in r.json()["detail"] and "wrong-key" not in r.text
+        # The per-request key from X-LlamaStack-Provider-Data wins over the config's.
+        r = httpx.post(f"{server.url}/v1/inference/chat-completion", timeout=60,
+                       headers={"X-LlamaStack-Provider-Data": '{"openai_api_key": "sk-local-test"}'},
+                       json={"model_id": "remote-qwen", "messages": [{"role": "user", "content": "Say hi"}],
+                             "sampling_params": {"max_tokens": 4}})
+        assert r.status_code == 200, r.text
+    finally:
+        server.stop()
