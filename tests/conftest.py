@@ -199,30 +199,18 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(configured) if configured else tmp_path_factory.mktemp("models")
 
 
-def agent_config_yaml(models_dir: Path, extra_inference: str = "") -> str:
-    """The tutorial's offline config (examples/tutorial-offline.yaml) with a shared models dir."""
-    return (
-        "version: 2\n"
-        "providers:\n"
-        "  inference:\n"
-        "  - provider_id: llama-cpp\n"
-        "    provider_type: inline::llama-cpp\n"
-        f"    config: {{n_ctx: 8192, models_dir: '{models_dir}'}}\n" + extra_inference +
-        "  vector_io:\n" + inline_vector_io() +
-        "models:\n"
-        "- model_id: meta-llama/Llama-3.3-70B-Instruct-Turbo\n"
-        "  provider_id: llama-cpp\n"
-        "  provider_model_id: qwen2.5-coder-0.5b-instruct\n"
-        "  model_type: llm\n"
-    )
+EXAMPLE_CONFIG = ROOT / "examples" / "tutorial-offline.yaml"
+
+
+def start_example_server(data_dir: Path, models_dir: Path) -> Server:
+    """A server on the shipped examples/tutorial-offline.yaml (the tutorial's model id -> local model)."""
+    return start_server(data_dir, EXAMPLE_CONFIG, env={"STACKRAG_MODELS_DIR": str(models_dir)})
 
 
 @pytest.fixture(scope="session")
 def agent_stack(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Server]:
-    """A server with the local chat model, configured as examples/tutorial-offline.yaml."""
+    """A server with the local chat model, run on the shipped examples/tutorial-offline.yaml."""
     data_dir = tmp_path_factory.mktemp("stackrag-agents")
-    config = data_dir / "run.yaml"
-    config.write_text(agent_config_yaml(models_dir))
-    server = start_server(data_dir, config)
+    server = start_example_server(data_dir, models_dir)
     yield server
     server.stop()

@@ -15,7 +15,7 @@ from llama_stack_client.lib.agents.agent import Agent
 from llama_stack_client.types import Document
 from llama_stack_client.types.agent_create_params import AgentConfig
 
-from conftest import SHARED, TUTORIAL_FILES, agent_config_yaml, new_id, start_server
+from conftest import SHARED, TUTORIAL_FILES, new_id, start_example_server
 
 MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
 TOPICS = {
@@ -169,9 +169,7 @@ def test_agent_errors(agent_stack):
 
 
 def test_persistent_sessions_survive_a_restart(tmp_path, models_dir):
-    config = tmp_path / "run.yaml"
-    config.write_text(agent_config_yaml(models_dir))
-    server = start_server(tmp_path / "data", config)
+    server = start_example_server(tmp_path / "data", models_dir)
     try:
         client = LlamaStackClient(base_url=server.url)
         agent = Agent(client, AgentConfig(model=MODEL, instructions="Be brief.", enable_session_persistence=True,
@@ -181,7 +179,7 @@ def test_persistent_sessions_survive_a_restart(tmp_path, models_dir):
                                  stream=False)
     finally:
         server.stop()
-    server = start_server(tmp_path / "data", config)
+    server = start_example_server(tmp_path / "data", models_dir)
     try:
         client = LlamaStackClient(base_url=server.url)
         session = client.agents.session.retrieve(agent_id=agent.agent_id, session_id=session_id)

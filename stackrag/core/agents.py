@@ -228,7 +228,7 @@ class AgentService:
         max_iters = int(config.get("max_infer_iters") or DEFAULT_MAX_INFER_ITERS)
         state = TurnState(str(uuid.uuid4()), session["session_id"], [dict(m, context=None) for m in messages], now())
 
-        history = self._history(config, session)
+        history = self._history(config, session, model)
         conversation = history + [to_openai(m, f"messages[{i}]") for i, m in enumerate(messages)]
         tools = [self._search_tool()] if rag and rag.mode == "model_decides" else None
 
@@ -274,14 +274,18 @@ class AgentService:
         self._save_session(agent, session)
         yield {"event_type": "turn_complete", "turn": turn}
 
-    def _history(self, config: dict[str, Any], session: dict[str, Any]) -> list[dict[str, Any]]:
-        messages: list[dict[str, Any]] = []
-        if config.get("instructions"):
-            messages.append({"role": "system", "content": config["instructions"]})
+    def _history(self, config: dict[str, Any], session: dict[str, Any], model: Any) -> list[dict[str, Any]]:
+        """Instructions and earlier turns; the oldest turns give way when they would take more
+        than half of the model's context, so the new question and its passages always fit."""
+        system = [{"role": "system", "content": config["instructions"]}] if config.get("instructions") else []
+        turns = []
         for turn in session["turns"]:
-            messages += [to_openai(m, "history") for m in turn["input_messages"]]
+            messages = [to_openai(m, "history") for m in turn["input_messages"]]
             messages.append({"role": "assistant", "content": content_as_text(turn["output_message"]["content"], "")})
-        return messages
+            turns.append(messages)
+        while turns and model.count_tokens(system + [m for t in turns for m in t]) > model.context_window // 2:
+            turns.pop(0)
+        return system + [m for t in turns for m in t]
 
     def _search_tool(self) -> dict[str, Any]:
         spec = next(t for t in TOOLGROUPS[RAG_TOOLGROUP] if t.name == "knowledge_search")
