@@ -11,40 +11,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, header, rss_mb, start_server, write_result
 MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
 QUESTIONS = [
     "What are the top 5 topics that were explained? Only list succinct bullet points.",
     "What attention mechanism does Llama3-8B use?",
     "How does activation checkpointing save memory?",
 ]
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def seconds(step: dict) -> float:
@@ -78,26 +59,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "agent_turn.json"))
     args = parser.parse_args()
     docs_dir = Path(args.shared) / "corpus" / "torchtune"
-    result: dict = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "model": "qwen2.5-coder-0.5b-instruct Q4_K_M (llama.cpp)",
-    }
+    result: dict = {**header(), "model": "qwen2.5-coder-0.5b-instruct Q4_K_M (llama.cpp)"}
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stackrag.cli", "run", "--config", str(ROOT / "examples" / "tutorial-offline.yaml"),
-             "--port", str(port), "--data-dir", tmp, "--log-level", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(ROOT),
-        )
-        url = f"http://127.0.0.1:{port}"
+        proc, url, _ = start_server(Path(tmp), ROOT / "examples" / "tutorial-offline.yaml")
         try:
-            while True:
-                try:
-                    if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
             time.sleep(1)
             result["rss_idle_mb"] = rss_mb(proc.pid)
             with httpx.Client(base_url=url, timeout=900) as http:
@@ -137,10 +102,7 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, header, write_result
+
 sys.path.insert(0, str(ROOT))
 
 from stackrag.core.chunking import embedding_windows, split_document  # noqa: E402
@@ -96,8 +94,7 @@ def main() -> None:
         best = min(best, time.perf_counter() - t)
     hwm = int([line for line in open("/proc/self/status") if line.startswith("VmHWM")][0].split()[1]) / 1024
     result: dict = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        **header(),
         "windows": len(windows),
         "mean_tokens_per_window": round(float(np.mean(embedder.tokenizer.count_batch(windows))), 1),
         "onnx_int8": {"load_s": round(load_s, 2), "windows_per_s": round(len(windows) / best, 2),
@@ -127,10 +124,7 @@ def main() -> None:
         result["agreement"] = {"cosine_mean": round(float(cosine.mean()), 5), "cosine_min": round(float(cosine.min()), 5),
                                "top5_overlap_mean": round(float(np.mean(overlap)), 3)}
         result["onnx_speedup"] = round(result["onnx_int8"]["windows_per_s"] / result["torch_fp32"]["windows_per_s"], 2)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

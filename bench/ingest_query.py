@@ -15,20 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, header, rss_mb, start_server, write_result
+
 sys.path.insert(0, str(ROOT))
 
 from stackrag.core.chunking import embedding_windows, split_document  # noqa: E402
@@ -38,21 +35,6 @@ from stackrag.providers.inference.sentence_transformers import MiniLMEmbedder  #
 CHUNK_SIZE = 512
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
@@ -60,26 +42,6 @@ def percentile(values: list[float], q: float) -> float:
 def corpus_files(shared: Path) -> list[Path]:
     root = shared / "corpus" / "torchtune-docs"
     return sorted(p for p in root.rglob("*.rst") if p.is_file())
-
-
-def start(data_dir: Path) -> tuple[subprocess.Popen, str, float]:
-    port = free_port()
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stackrag.cli", "run", "--port", str(port), "--data-dir", str(data_dir),
-         "--log-level", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(ROOT),
-    )
-    url = f"http://127.0.0.1:{port}"
-    while True:
-        try:
-            if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                return proc, url, time.perf_counter() - started
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit("server exited during start-up")
-        time.sleep(0.05)
 
 
 def query_latencies(http: httpx.Client, db: str, questions: list[str]) -> list[float]:
@@ -131,8 +93,7 @@ def main() -> None:
     questions = [json.loads(line)["question"] for line in (shared / "eval" / "torchtune_dev.jsonl").open()]
 
     result: dict = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        **header(),
         "documents": len(files),
         "chunk_size_in_tokens": CHUNK_SIZE,
     }
@@ -141,7 +102,7 @@ def main() -> None:
                               "chunks_per_s": round(chunks / raw_seconds, 2)}
 
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url, cold = start(Path(tmp))
+        proc, url, cold = start_server(Path(tmp))
         try:
             result["cold_start_s"] = round(cold, 2)
             time.sleep(1.0)
@@ -196,10 +157,7 @@ def main() -> None:
         t[i] = (time.perf_counter() - s) * 1000
     result["raw_query_embedding_p50_ms"] = round(statistics.median(t), 1)
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -167,6 +167,28 @@ def shared_dir() -> Path:
     return SHARED
 
 
+def tutorial_documents(docs_url: str) -> list[dict]:
+    """The tutorial's four documents, as its client program builds them."""
+    return [
+        {"document_id": f"num-{i}", "content": f"{docs_url}/{name}", "mime_type": "text/plain", "metadata": {}}
+        for i, name in enumerate(TUTORIAL_FILES)
+    ]
+
+
+def register_tutorial_db(url: str, docs_url: str, chunk_size: int) -> str:
+    """A new vector DB holding the tutorial's documents, registered and inserted as the tutorial does."""
+    from llama_stack_client import LlamaStackClient
+
+    client = LlamaStackClient(base_url=url)
+    db = f"test-vector-db-{new_id()}"
+    registered = client.vector_dbs.register(vector_db_id=db, embedding_model="all-MiniLM-L6-v2",
+                                            embedding_dimension=384, provider_id="milvus")
+    assert registered.identifier == db
+    client.tool_runtime.rag_tool.insert(documents=tutorial_documents(docs_url), vector_db_id=db,
+                                        chunk_size_in_tokens=chunk_size)
+    return db
+
+
 def new_id(prefix: str = "db") -> str:
     import uuid
 

@@ -12,10 +12,9 @@ import httpx
 import pytest
 from llama_stack_client import BadRequestError, LlamaStackClient, NotFoundError
 from llama_stack_client.lib.agents.agent import Agent
-from llama_stack_client.types import Document
 from llama_stack_client.types.agent_create_params import AgentConfig
 
-from conftest import SHARED, TUTORIAL_FILES, new_id, start_example_server
+from conftest import SHARED, register_tutorial_db, start_example_server
 
 MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
 TOPICS = {
@@ -30,15 +29,7 @@ TOPICS = {
 
 @pytest.fixture(scope="module")
 def rag_db(agent_stack, docs_url):
-    client = LlamaStackClient(base_url=agent_stack.url)
-    db = f"agents-{new_id()}"
-    client.vector_dbs.register(vector_db_id=db, embedding_model="all-MiniLM-L6-v2", provider_id="milvus")
-    documents = [
-        Document(document_id=f"num-{i}", content=f"{docs_url}/{name}", mime_type="text/plain", metadata={})
-        for i, name in enumerate(TUTORIAL_FILES)
-    ]
-    client.tool_runtime.rag_tool.insert(documents=documents, vector_db_id=db, chunk_size_in_tokens=512)
-    return db
+    return register_tutorial_db(agent_stack.url, docs_url, 512)
 
 
 def test_tutorial_program_runs_unchanged(agent_stack, docs_url):

@@ -8,7 +8,7 @@ import pytest
 from llama_stack_client import LlamaStackClient
 from llama_stack_client.types import Document
 
-from conftest import TUTORIAL_FILES, new_id, remote_vector_io, start_server, write_config
+from conftest import register_tutorial_db, remote_vector_io, start_server, write_config
 from milvus_servers import milvus23_server
 
 pytestmark = pytest.mark.slow
@@ -31,15 +31,7 @@ def server23(milvus23, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tutorial23(server23, docs_url):
-    client = LlamaStackClient(base_url=server23.url)
-    db = f"test-vector-db-{new_id()}"
-    client.vector_dbs.register(vector_db_id=db, embedding_model="all-MiniLM-L6-v2", provider_id="milvus")
-    documents = [
-        Document(document_id=f"num-{i}", content=f"{docs_url}/{name}", mime_type="text/plain", metadata={})
-        for i, name in enumerate(TUTORIAL_FILES)
-    ]
-    client.tool_runtime.rag_tool.insert(documents=documents, vector_db_id=db, chunk_size_in_tokens=512)
-    return db
+    return register_tutorial_db(server23.url, docs_url, 512)
 
 
 def test_provider_reports_the_dense_fallback(server23):

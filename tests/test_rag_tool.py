@@ -9,24 +9,13 @@ import pytest
 from llama_stack_client import BadRequestError, LlamaStackClient, NotFoundError
 from llama_stack_client.types import Document
 
-from conftest import TUTORIAL_FILES, new_id
+from conftest import new_id, register_tutorial_db
 
 
 @pytest.fixture(scope="session")
 def tutorial_db(stack, docs_url):
     """One vector DB per server holding the tutorial documents, inserted exactly as the tutorial does."""
-    client = LlamaStackClient(base_url=stack.url)
-    vector_db_id = f"test-vector-db-{new_id()}"
-    registered = client.vector_dbs.register(
-        vector_db_id=vector_db_id, embedding_model="all-MiniLM-L6-v2", embedding_dimension=384, provider_id="milvus"
-    )
-    assert registered.identifier == vector_db_id
-    documents = [
-        Document(document_id=f"num-{i}", content=f"{docs_url}/{name}", mime_type="text/plain", metadata={})
-        for i, name in enumerate(TUTORIAL_FILES)
-    ]
-    client.tool_runtime.rag_tool.insert(documents=documents, vector_db_id=vector_db_id, chunk_size_in_tokens=1024)
-    return vector_db_id
+    return register_tutorial_db(stack.url, docs_url, 1024)
 
 
 def test_register_keeps_the_callers_id(stack, tutorial_db):

@@ -13,10 +13,9 @@ import httpx
 import pytest
 from llama_stack_client import LlamaStackClient
 from llama_stack_client.lib.agents.agent import Agent
-from llama_stack_client.types import Document
 from llama_stack_client.types.agent_create_params import AgentConfig
 
-from conftest import TUTORIAL_FILES, inline_vector_io, new_id, start_server
+from conftest import inline_vector_io, register_tutorial_db, start_server
 from milvus_servers import free_port
 from stackrag.providers.inference.gguf_weights import CATALOG, DEFAULT_WEIGHTS, materialise
 
@@ -84,12 +83,7 @@ def test_chat_completion_and_streaming(remote_stack):
 
 def test_agent_turn_over_remote_inference(remote_stack, docs_url):
     client = LlamaStackClient(base_url=remote_stack.url)
-    db = new_id("remote")
-    client.vector_dbs.register(vector_db_id=db, embedding_model="all-MiniLM-L6-v2")
-    client.tool_runtime.rag_tool.insert(vector_db_id=db, chunk_size_in_tokens=512, documents=[
-        Document(document_id=f"num-{i}", content=f"{docs_url}/{n}", mime_type="text/plain", metadata={})
-        for i, n in enumerate(TUTORIAL_FILES)
-    ])
+    db = register_tutorial_db(remote_stack.url, docs_url, 512)
     agent = Agent(client, AgentConfig(model="remote-qwen", instructions="Answer briefly.",
                                       enable_session_persistence=False,
                                       toolgroups=[{"name": "builtin::rag", "args": {"vector_db_ids": [db]}}]))
