@@ -16,7 +16,20 @@ from .. import __version__
 from ..config import RunConfig
 from ..core.stack import Stack, build_stack
 from ..errors import StackError
-from .routes import agents, inference, inspect, models, rag_tool, tool_runtime, tools, vector_dbs, vector_io
+from .routes import (
+    agents,
+    inference,
+    inspect,
+    models,
+    openai_files,
+    openai_inference,
+    openai_vector_stores,
+    rag_tool,
+    tool_runtime,
+    tools,
+    vector_dbs,
+    vector_io,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +42,7 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
         if getattr(app.state, "stack", None) is None:
             app.state.stack = await asyncio.to_thread(build_stack, config)
         await asyncio.to_thread(app.state.stack.startup)
+        app.state.stack.vector_stores.resume()
         log.info("stackrag ready (data dir %s)", config.resolved_data_dir())
         try:
             yield
@@ -44,6 +58,11 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
     app.state.stack = stack
     for module in (inspect, models, vector_dbs, vector_io, rag_tool, tools, tool_runtime, inference, agents):
         app.include_router(module.router)
+    # The OpenAI-compatible routes live under /v1 (clients 0.4+) and /v1/openai/v1 (0.2.x era).
+    for prefix in ("/v1", "/v1/openai/v1"):
+        for module in (openai_inference, openai_files, openai_vector_stores):
+            app.include_router(module.router, prefix=prefix)
+    app.include_router(models.openai_router, prefix="/v1/openai/v1")
     app.add_exception_handler(StackError, _stack_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
@@ -55,7 +74,15 @@ async def _stack_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StackError)
     if exc.status_code >= 500:
         log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message)
-    return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+    return JSONResponse({"detail": exc.message, "error": openai_error(exc.message, exc.status_code)},
+                        status_code=exc.status_code)
+
+
+def openai_error(message: str, status: int) -> dict[str, Any]:
+    """OpenAI clients read `error.message`; Llama Stack clients read `detail`. Both are sent."""
+    kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+            404: "not_found_error", 413: "invalid_request_error"}.get(status, "server_error")
+    return {"message": message, "type": kind, "param": None, "code": status}
 
 
 def describe_validation_errors(errors: list[Any]) -> str:
@@ -72,8 +99,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
     ]
     # `detail` names the fields for people; `error.detail.errors` is Llama Stack's own shape.
+    message = f"Invalid request: {describe_validation_errors(errors)}"
     return JSONResponse(
-        {"detail": f"Invalid request: {describe_validation_errors(errors)}", "error": {"detail": {"errors": errors}}},
+        {"detail": message, "error": {"detail": {"errors": errors}, **openai_error(message, 400)}},
         status_code=400,
     )
 

@@ -30,6 +30,14 @@ async def guarded(events: AsyncIterator[Any]) -> AsyncIterator[str]:
         yield event({"error": {"message": "Internal server error: An unexpected error occurred."}})
 
 
-def sse_response(events: AsyncIterator[Any]) -> StreamingResponse:
-    return StreamingResponse(guarded(events), media_type="text/event-stream",
+async def _with_done(events: AsyncIterator[str]) -> AsyncIterator[str]:
+    async for item in events:
+        yield item
+    yield "data: [DONE]\n\n"
+
+
+def sse_response(events: AsyncIterator[Any], done_sentinel: bool = False) -> StreamingResponse:
+    """`done_sentinel`: end with `data: [DONE]`, as OpenAI clients expect (never on Llama Stack routes)."""
+    body = guarded(events)
+    return StreamingResponse(_with_done(body) if done_sentinel else body, media_type="text/event-stream",
                              headers={"cache-control": "no-cache", "x-accel-buffering": "no"})

@@ -75,9 +75,12 @@ class Ingestion:
         embedder: Embedder,
         documents: list[dict[str, Any]],
         chunk_size_in_tokens: int,
+        overlap_tokens: int | None = None,
     ) -> InsertStats:
         started = time.perf_counter()
         self._check_documents(documents, chunk_size_in_tokens)
+        if overlap_tokens is not None and not 0 <= overlap_tokens <= chunk_size_in_tokens // 2:
+            raise BadRequest("the chunk overlap must be between 0 and half the chunk size")
         semaphore = asyncio.Semaphore(FETCH_CONCURRENCY)
 
         async def text_of(doc: dict[str, Any], position: int) -> str:
@@ -95,7 +98,7 @@ class Ingestion:
         for position, (doc, text) in enumerate(zip(documents, texts)):
             chunks = await asyncio.to_thread(
                 split_document, text, doc["document_id"], chunk_size_in_tokens, embedder.tokenizer,
-                doc.get("metadata") or {},
+                doc.get("metadata") or {}, overlap_tokens,
             )
             if not chunks:
                 raise BadRequest(f"documents[{position}] ({doc['document_id']}) has no text to index")

@@ -33,3 +33,6 @@ class VectorDBRecord(BaseModel):
     collection: str
     vector_db_name: str | None = None
     created_at: int = 0
+    # Vector-store fields (the OpenAI-compatible view of the same record).
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    last_active_at: int = 0

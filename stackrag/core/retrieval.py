@@ -137,6 +137,7 @@ class Retrieval:
         embedder: Embedder,
         query: str,
         params: SearchParams,
+        document_ids: list[str] | None = None,
     ) -> list[Hit]:
         if not query.strip():
             raise BadRequest("query must not be empty")
@@ -144,7 +145,7 @@ class Retrieval:
         if params.mode != "keyword" or not index.capabilities(vector_db.collection).keyword:
             vector = (await asyncio.to_thread(embedder.embed, [query]))[0]
         request = SearchRequest(mode=params.mode, limit=params.max_chunks, vector=vector, text=query,
-                                ranker=params.ranker)
+                                ranker=params.ranker, document_ids=document_ids)
         hits = await asyncio.to_thread(index.search, vector_db.collection, request)
         return [h for h in hits if h.score >= params.score_threshold]
 

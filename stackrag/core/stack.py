@@ -13,6 +13,7 @@ from ..config import RunConfig
 from ..errors import BadRequest, StackError
 from ..providers.protocols import Embedder, VectorIndex
 from ..providers.registry import PROVIDERS, load_class, lookup
+from ..storage.blobs import BlobStore
 from ..storage.registry import Registry, open_registry
 from .agents import AgentService
 from .chunking import embed_whole
@@ -20,7 +21,9 @@ from .ingestion import Ingestion
 from .models import ModelService
 from .records import VectorDBRecord
 from .retrieval import RAGQueryConfig, RAGResult, Retrieval
+from .files import FileService
 from .vector_dbs import VectorDBService
+from .vector_stores import VectorStoreService
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +48,15 @@ class Stack:
     vector_dbs: VectorDBService
     ingestion: Ingestion
     retrieval: Retrieval
+    files: FileService
     agents: AgentService = field(init=False)
+    vector_stores: VectorStoreService = field(init=False)
     providers: list[ProviderInfo] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.agents = AgentService(self.registry, self.models, self.knowledge_search)
+        self.vector_stores = VectorStoreService(self.vector_dbs, self.files, self.ingestion, self.retrieval,
+                                                self.registry, self.models)
 
     def target(self, vector_db_id: str) -> tuple[VectorDBRecord, VectorIndex, Embedder]:
         """A vector DB with the index that stores it and the embedder that reads it."""
@@ -114,6 +121,7 @@ def build_stack(config: RunConfig) -> Stack:
         vector_dbs=vector_dbs,
         ingestion=Ingestion(config.fetch, config.ingestion),
         retrieval=Retrieval(),
+        files=FileService(registry, BlobStore(data_dir / "files"), config.ingestion.max_document_bytes),
         providers=providers,
     )
 

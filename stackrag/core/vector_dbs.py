@@ -97,6 +97,9 @@ class VectorDBService:
             raise NotFound(f"Vector DB {vector_db_id!r} not found; register it with POST /v1/vector-dbs")
         return VectorDBRecord.model_validate(value)
 
+    def save(self, record: VectorDBRecord) -> None:
+        self._registry.put(NAMESPACE, record.identifier, record.model_dump())
+
     def index_of(self, record: VectorDBRecord) -> VectorIndex:
         index = self.indexes.get(record.provider_id)
         if index is None:

@@ -109,6 +109,10 @@ class VectorIndex(Protocol):
 
     def count_rows(self, name: str, chunks_only: bool = True) -> int: ...
 
+    def document_chunks(self, name: str, document_id: str) -> list[dict[str, Any]]:
+        """A document's chunks in their order."""
+        ...
+
     def document_heads(self, name: str, limit: int) -> list[Hit]:
         """The opening window of up to `limit` documents: an overview of what the DB holds."""
         ...

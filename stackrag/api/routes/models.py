@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends
 
 from ...core.records import ModelRecord
 from ...core.stack import Stack
-from ...wire.llama_stack import ListResponse, Model, RegisterModelRequest
+from ...wire.llama_stack import Model, RegisterModelRequest
 from ..deps import get_stack
 
 router = APIRouter()
+openai_router = APIRouter()
 
 
 def to_wire(record: ModelRecord) -> Model:
@@ -22,9 +25,20 @@ def to_wire(record: ModelRecord) -> Model:
     )
 
 
-@router.get("/v1/models", response_model=ListResponse[Model])
-async def list_models(stack: Stack = Depends(get_stack)) -> ListResponse[Model]:
-    return ListResponse(data=[to_wire(m) for m in stack.models.list()])
+def merged(record: ModelRecord) -> dict[str, Any]:
+    """Llama Stack's Model plus OpenAI's fields: /v1/models serves both kinds of client."""
+    return {**to_wire(record).model_dump(), "id": record.identifier, "object": "model", "created": 0,
+            "owned_by": record.provider_id}
+
+
+@router.get("/v1/models")
+async def list_models(stack: Stack = Depends(get_stack)) -> dict[str, Any]:
+    return {"object": "list", "data": [merged(m) for m in stack.models.list()]}
+
+
+@openai_router.get("/models")
+async def list_openai_models(stack: Stack = Depends(get_stack)) -> dict[str, Any]:
+    return {"object": "list", "data": [merged(m) for m in stack.models.list()]}
 
 
 @router.post("/v1/models", response_model=Model)
@@ -35,9 +49,9 @@ async def register_model(body: RegisterModelRequest, stack: Stack = Depends(get_
     return to_wire(record)
 
 
-@router.get("/v1/models/{model_id:path}", response_model=Model)
-async def get_model(model_id: str, stack: Stack = Depends(get_stack)) -> Model:
-    return to_wire(stack.models.get(model_id))
+@router.get("/v1/models/{model_id:path}")
+async def get_model(model_id: str, stack: Stack = Depends(get_stack)) -> dict[str, Any]:
+    return merged(stack.models.get(model_id))
 
 
 @router.delete("/v1/models/{model_id:path}")

@@ -321,6 +321,14 @@ class MilvusIndex:
         result = self._call(lambda c: c.query(name, filter=expr, output_fields=["count(*)"]))
         return int(result[0]["count(*)"])
 
+    def document_chunks(self, name: str, document_id: str) -> list[dict[str, Any]]:
+        self.load(name)
+        rows = self._call(lambda c: c.query(
+            name, filter=f"document_id == {quote(document_id)} and window == 0", limit=16_384,
+            output_fields=["chunk", "chunk_index"],
+        ))
+        return [r["chunk"] for r in sorted(rows, key=lambda r: r["chunk_index"])]
+
     def document_heads(self, name: str, limit: int) -> list[Hit]:
         self.load(name)
         rows = self._call(lambda c: c.query(

@@ -1,0 +1,53 @@
+"""OpenAI-compatible Files: multipart upload, list, retrieve, content, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi.responses import Response
+
+from ...core.files import page
+from ...core.stack import Stack
+from ...errors import PayloadTooLarge
+from ..deps import get_stack
+
+router = APIRouter()
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != "content_type"}
+
+
+@router.post("/files")
+async def upload(file: UploadFile = File(...), purpose: str = Form(...), stack: Stack = Depends(get_stack)) -> Any:
+    limit = stack.files.max_bytes
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"the file is larger than the limit of {limit} bytes")
+    return _public(stack.files.create(file.filename or "upload", data, purpose, file.content_type))
+
+
+@router.get("/files")
+async def list_files(after: str | None = None, limit: int | None = None, order: str | None = None,
+                     purpose: str | None = None, stack: Stack = Depends(get_stack)) -> Any:
+    result = page(stack.files.list(purpose), limit, order, after, None)
+    result["data"] = [_public(r) for r in result["data"]]
+    return result
+
+
+@router.get("/files/{file_id}")
+async def retrieve(file_id: str, stack: Stack = Depends(get_stack)) -> Any:
+    return _public(stack.files.get(file_id))
+
+
+@router.get("/files/{file_id}/content")
+async def content(file_id: str, stack: Stack = Depends(get_stack)) -> Response:
+    record = stack.files.get(file_id)
+    return Response(stack.files.content(file_id), media_type=record.get("content_type") or "application/octet-stream")
+
+
+@router.delete("/files/{file_id}")
+async def delete(file_id: str, stack: Stack = Depends(get_stack)) -> Any:
+    stack.files.delete(file_id)
+    return {"id": file_id, "object": "file", "deleted": True}

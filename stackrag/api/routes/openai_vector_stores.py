@@ -1,0 +1,153 @@
+"""OpenAI-compatible vector stores: stores, their files, file batches, and search."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from ...core.files import page
+from ...core.stack import Stack
+from ...errors import NotFound
+from ...wire.openai import (
+    FileBatchCreate,
+    VectorStoreCreate,
+    VectorStoreFileCreate,
+    VectorStoreFileUpdate,
+    VectorStoreSearch,
+    VectorStoreUpdate,
+)
+from ..deps import get_stack
+
+router = APIRouter()
+BATCHES = "vector_store_file_batches"
+
+
+@router.post("/vector_stores")
+async def create(body: VectorStoreCreate, stack: Stack = Depends(get_stack)) -> Any:
+    return await stack.vector_stores.create(body.name, body.file_ids, body.chunking_strategy, body.metadata,
+                                            body.embedding_model, body.provider_id)
+
+
+@router.get("/vector_stores")
+async def list_stores(limit: int | None = None, order: str | None = None, after: str | None = None,
+                      before: str | None = None, stack: Stack = Depends(get_stack)) -> Any:
+    return page(stack.vector_stores.list(), limit, order, after, before)
+
+
+@router.get("/vector_stores/{store_id}")
+async def retrieve(store_id: str, stack: Stack = Depends(get_stack)) -> Any:
+    return stack.vector_stores.get(store_id)
+
+
+@router.post("/vector_stores/{store_id}")
+async def update(store_id: str, body: VectorStoreUpdate, stack: Stack = Depends(get_stack)) -> Any:
+    return stack.vector_stores.update(store_id, body.name, body.metadata)
+
+
+@router.delete("/vector_stores/{store_id}")
+async def delete(store_id: str, stack: Stack = Depends(get_stack)) -> Any:
+    await stack.vector_stores.delete(store_id)
+    return {"id": store_id, "object": "vector_store.deleted", "deleted": True}
+
+
+@router.post("/vector_stores/{store_id}/search")
+async def search(store_id: str, body: VectorStoreSearch, stack: Stack = Depends(get_stack)) -> Any:
+    return await stack.vector_stores.search(store_id, body.query, body.filters, body.max_num_results,
+                                            body.ranking_options, body.search_mode)
+
+
+@router.post("/vector_stores/{store_id}/files")
+async def attach(store_id: str, body: VectorStoreFileCreate, stack: Stack = Depends(get_stack)) -> Any:
+    return _file(stack.vector_stores.attach(store_id, body.file_id, body.attributes, body.chunking_strategy))
+
+
+def _file(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entry.items() if k != "filename"}
+
+
+@router.get("/vector_stores/{store_id}/files")
+async def list_store_files(store_id: str, limit: int | None = None, order: str | None = None, after: str | None = None,
+                           before: str | None = None, filter: str | None = None,  # noqa: A002 - OpenAI's name
+                           stack: Stack = Depends(get_stack)) -> Any:
+    result = page(stack.vector_stores.list_files(store_id, filter), limit, order, after, before)
+    result["data"] = [_file(e) for e in result["data"]]
+    return result
+
+
+@router.get("/vector_stores/{store_id}/files/{file_id}")
+async def retrieve_file(store_id: str, file_id: str, stack: Stack = Depends(get_stack)) -> Any:
+    return _file(stack.vector_stores.get_file(store_id, file_id))
+
+
+@router.post("/vector_stores/{store_id}/files/{file_id}")
+async def update_file(store_id: str, file_id: str, body: VectorStoreFileUpdate,
+                      stack: Stack = Depends(get_stack)) -> Any:
+    return _file(stack.vector_stores.update_file(store_id, file_id, body.attributes))
+
+
+@router.get("/vector_stores/{store_id}/files/{file_id}/content")
+async def file_content(store_id: str, file_id: str, stack: Stack = Depends(get_stack)) -> Any:
+    entry = stack.vector_stores.get_file(store_id, file_id)
+    content = await stack.vector_stores.file_content(store_id, file_id)
+    # Both shapes: OpenAI's page of content parts and Llama Stack's {file_id, filename, attributes, content}.
+    return {"object": "vector_store.file_content.page", "data": content, "has_more": False, "next_page": None,
+            "file_id": file_id, "filename": entry["filename"], "attributes": entry["attributes"], "content": content}
+
+
+@router.delete("/vector_stores/{store_id}/files/{file_id}")
+async def detach(store_id: str, file_id: str, stack: Stack = Depends(get_stack)) -> Any:
+    await stack.vector_stores.detach(store_id, file_id)
+    return {"id": file_id, "object": "vector_store.file.deleted", "deleted": True}
+
+
+def _batch_view(stack: Stack, batch: dict[str, Any]) -> dict[str, Any]:
+    statuses = [stack.vector_stores.get_file(batch["vector_store_id"], f)["status"] for f in batch["file_ids"]]
+    counts = {s: statuses.count(s) for s in ("completed", "cancelled", "failed", "in_progress")}
+    status = "cancelled" if batch.get("cancelled") else ("in_progress" if counts["in_progress"] else "completed")
+    return {"id": batch["id"], "object": "vector_store.files_batch", "vector_store_id": batch["vector_store_id"],
+            "created_at": batch["created_at"], "status": status, "file_counts": {**counts, "total": len(statuses)}}
+
+
+def _batch(stack: Stack, store_id: str, batch_id: str) -> dict[str, Any]:
+    batch = stack.registry.get(BATCHES, batch_id)
+    if batch is None or batch["vector_store_id"] != store_id:
+        raise NotFound(f"File batch {batch_id!r} not found in vector store {store_id!r}")
+    return batch
+
+
+@router.post("/vector_stores/{store_id}/file_batches")
+async def create_batch(store_id: str, body: FileBatchCreate, stack: Stack = Depends(get_stack)) -> Any:
+    for file_id in body.file_ids:
+        stack.files.get(file_id)
+    for file_id in body.file_ids:
+        stack.vector_stores.attach(store_id, file_id, body.attributes, body.chunking_strategy)
+    batch = {"id": f"vsfb_{uuid.uuid4().hex}", "vector_store_id": store_id, "file_ids": body.file_ids,
+             "created_at": int(time.time())}
+    stack.registry.put(BATCHES, batch["id"], batch)
+    return _batch_view(stack, batch)
+
+
+@router.get("/vector_stores/{store_id}/file_batches/{batch_id}")
+async def retrieve_batch(store_id: str, batch_id: str, stack: Stack = Depends(get_stack)) -> Any:
+    return _batch_view(stack, _batch(stack, store_id, batch_id))
+
+
+@router.get("/vector_stores/{store_id}/file_batches/{batch_id}/files")
+async def batch_files(store_id: str, batch_id: str, limit: int | None = None, order: str | None = None,
+                      after: str | None = None, before: str | None = None, stack: Stack = Depends(get_stack)) -> Any:
+    batch = _batch(stack, store_id, batch_id)
+    entries = [stack.vector_stores.get_file(store_id, f) for f in batch["file_ids"]]
+    result = page(entries, limit, order, after, before)
+    result["data"] = [_file(e) for e in result["data"]]
+    return result
+
+
+@router.post("/vector_stores/{store_id}/file_batches/{batch_id}/cancel")
+async def cancel_batch(store_id: str, batch_id: str, stack: Stack = Depends(get_stack)) -> Any:
+    batch = _batch(stack, store_id, batch_id)
+    batch["cancelled"] = True
+    stack.registry.put(BATCHES, batch_id, batch)
+    return _batch_view(stack, batch)

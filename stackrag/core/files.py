@@ -1,0 +1,84 @@
+"""The Files API: uploads kept under the data dir, metadata in the registry."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from ..errors import BadRequest, NotFound, PayloadTooLarge
+from ..storage.blobs import BlobStore
+from ..storage.registry import Registry
+
+NAMESPACE = "files"
+PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+
+
+class FileService:
+    def __init__(self, registry: Registry, blobs: BlobStore, max_bytes: int):
+        self._registry = registry
+        self._blobs = blobs
+        self.max_bytes = max_bytes
+
+    def create(self, filename: str, data: bytes, purpose: str, content_type: str | None) -> dict[str, Any]:
+        if purpose not in PURPOSES:
+            raise BadRequest(f"purpose must be one of {', '.join(PURPOSES)}, not {purpose!r}")
+        if len(data) > self.max_bytes:
+            raise PayloadTooLarge(f"the file is {len(data)} bytes; the limit is {self.max_bytes}")
+        if not data:
+            raise BadRequest("the file is empty")
+        file_id = f"file-{uuid.uuid4().hex[:24]}"
+        record = {
+            "id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+            "expires_at": None, "filename": filename or file_id, "purpose": purpose,
+            "content_type": content_type,
+        }
+        self._blobs.put(file_id, data)
+        self._registry.put(NAMESPACE, file_id, record)
+        return record
+
+    def get(self, file_id: str) -> dict[str, Any]:
+        record = self._registry.get(NAMESPACE, file_id)
+        if record is None:
+            raise NotFound(f"File {file_id!r} not found")
+        return record
+
+    def content(self, file_id: str) -> bytes:
+        self.get(file_id)
+        try:
+            return self._blobs.get(file_id)
+        except KeyError as exc:
+            raise NotFound(f"the content of file {file_id!r} is missing") from exc
+
+    def list(self, purpose: str | None = None) -> list[dict[str, Any]]:
+        files = self._registry.list(NAMESPACE)
+        return [f for f in files if purpose is None or f["purpose"] == purpose]
+
+    def delete(self, file_id: str) -> None:
+        self.get(file_id)
+        self._registry.delete(NAMESPACE, file_id)
+        self._blobs.delete(file_id)
+
+
+def page(items: list[dict[str, Any]], limit: int | None, order: str | None, after: str | None,
+         before: str | None, key: str = "created_at") -> dict[str, Any]:
+    """OpenAI cursor pagination over a list of records with ids."""
+    if order not in (None, "asc", "desc"):
+        raise BadRequest("order must be 'asc' or 'desc'")
+    limit = 20 if limit is None else limit
+    if not 1 <= limit <= 10_000:
+        raise BadRequest("limit must be between 1 and 10000")
+    ordered = sorted(items, key=lambda r: (r.get(key) or 0, r["id"]), reverse=(order or "desc") == "desc")
+    ids = [r["id"] for r in ordered]
+    if after is not None:
+        if after not in ids:
+            raise BadRequest(f"after: no item {after!r}")
+        ordered = ordered[ids.index(after) + 1:]
+    if before is not None:
+        ids = [r["id"] for r in ordered]
+        if before not in ids:
+            raise BadRequest(f"before: no item {before!r}")
+        ordered = ordered[: ids.index(before)]
+    data = ordered[:limit]
+    return {"object": "list", "data": data, "has_more": len(ordered) > limit,
+            "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}

@@ -1,0 +1,293 @@
+"""OpenAI-style vector stores over the same vector DBs the classic API registers: one record, one
+collection, no copy. A vector store's files are ingested in the background; their status says
+what really happened (in_progress, completed, or failed with last_error)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from ..config import DEFAULT_EMBEDDING_MODEL
+from ..errors import BadRequest, NotFound, StackError
+from .documents import extract_text
+from .files import FileService
+from .ingestion import Ingestion
+from .records import VectorDBRecord
+from .retrieval import Retrieval, SearchParams, parse_ranker
+from .text import content_as_text
+from .vector_dbs import VectorDBService
+
+log = logging.getLogger(__name__)
+FILES = "vector_store_files"
+# "auto" chunking: the ingestion default of the classic API, a quarter overlap.
+AUTO_CHUNK = {"type": "static", "static": {"max_chunk_size_tokens": 512, "chunk_overlap_tokens": 128}}
+FILTER_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "nin")
+
+
+def check_chunking(strategy: dict[str, Any] | None) -> dict[str, Any]:
+    if not strategy or strategy.get("type") == "auto":
+        return AUTO_CHUNK
+    if strategy.get("type") != "static":
+        raise BadRequest("chunking_strategy.type must be 'auto' or 'static'")
+    static = strategy.get("static") or {}
+    size, overlap = static.get("max_chunk_size_tokens"), static.get("chunk_overlap_tokens", 0)
+    if not isinstance(size, int) or not 100 <= size <= 4096:
+        raise BadRequest("chunking_strategy.static.max_chunk_size_tokens must be an integer from 100 to 4096")
+    if not isinstance(overlap, int) or not 0 <= overlap <= size // 2:
+        raise BadRequest("chunking_strategy.static.chunk_overlap_tokens must be from 0 to half the chunk size")
+    return {"type": "static", "static": {"max_chunk_size_tokens": size, "chunk_overlap_tokens": overlap}}
+
+
+def matches(attributes: dict[str, Any], flt: dict[str, Any]) -> bool:
+    """OpenAI attribute filters: {type: eq|ne|gt|gte|lt|lte|in|nin, key, value} or {type: and|or, filters}."""
+    kind = flt.get("type")
+    if kind in ("and", "or"):
+        parts = flt.get("filters")
+        if not isinstance(parts, list) or not parts:
+            raise BadRequest(f"a compound '{kind}' filter needs a non-empty filters list")
+        results = [matches(attributes, f) for f in parts]
+        return all(results) if kind == "and" else any(results)
+    if kind not in FILTER_OPS:
+        raise BadRequest(f"filter type must be one of {', '.join(FILTER_OPS + ('and', 'or'))}, not {kind!r}")
+    key, value = flt.get("key"), flt.get("value")
+    if not isinstance(key, str):
+        raise BadRequest("a comparison filter needs a string key")
+    if kind in ("in", "nin") and not isinstance(value, list):
+        raise BadRequest(f"the '{kind}' filter needs a list value")
+    if key not in attributes:
+        return kind in ("ne", "nin")
+    actual = attributes[key]
+    try:
+        return {
+            "eq": lambda: actual == value, "ne": lambda: actual != value,
+            "gt": lambda: actual > value, "gte": lambda: actual >= value,
+            "lt": lambda: actual < value, "lte": lambda: actual <= value,
+            "in": lambda: actual in value, "nin": lambda: actual not in value,
+        }[kind]()
+    except TypeError:
+        return False  # comparing unlike types (a string with a number) matches nothing
+
+
+class VectorStoreService:
+    def __init__(self, vector_dbs: VectorDBService, files: FileService, ingestion: Ingestion,
+                 retrieval: Retrieval, registry: Any, models: Any):
+        self._dbs = vector_dbs
+        self._files = files
+        self._ingestion = ingestion
+        self._retrieval = retrieval
+        self._registry = registry
+        self._models = models
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- stores -------------------------------------------------------------------------------
+
+    async def create(self, name: str | None, file_ids: list[str], chunking: dict[str, Any] | None,
+                     metadata: dict[str, Any] | None, embedding_model: str | None, provider_id: str | None) -> dict:
+        store_id = f"vs_{uuid.uuid4()}"
+        chunking = check_chunking(chunking)
+        for file_id in file_ids:
+            self._files.get(file_id)
+        record = await self._dbs.register(store_id, embedding_model or DEFAULT_EMBEDDING_MODEL, None, provider_id,
+                                          None, vector_db_name=name)
+        record.metadata = dict(metadata or {})
+        record.last_active_at = record.created_at
+        self._dbs.save(record)
+        for file_id in file_ids:
+            self.attach(store_id, file_id, {}, chunking)
+        return self.view(record)
+
+    def view(self, record: VectorDBRecord) -> dict[str, Any]:
+        files = self._store_files(record.identifier)
+        counts = {s: 0 for s in ("completed", "cancelled", "failed", "in_progress")}
+        for f in files:
+            counts[f["status"]] = counts.get(f["status"], 0) + 1
+        return {
+            "id": record.identifier, "object": "vector_store", "created_at": record.created_at,
+            "name": record.vector_db_name or record.identifier, "usage_bytes": sum(f["usage_bytes"] for f in files),
+            "file_counts": {**counts, "total": len(files)},
+            "status": "in_progress" if counts["in_progress"] else "completed",
+            "expires_after": None, "expires_at": None, "last_active_at": record.last_active_at or record.created_at,
+            "metadata": record.metadata,
+            # llama-stack extras
+            "embedding_model": record.embedding_model, "embedding_dimension": record.embedding_dimension,
+            "provider_id": record.provider_id,
+        }
+
+    def list(self) -> list[dict[str, Any]]:
+        return [self.view(r) for r in self._dbs.list()]
+
+    def get(self, store_id: str) -> dict[str, Any]:
+        return self.view(self._record(store_id))
+
+    def _record(self, store_id: str) -> VectorDBRecord:
+        try:
+            return self._dbs.get(store_id)
+        except NotFound:
+            raise NotFound(f"Vector store {store_id!r} not found") from None
+
+    def update(self, store_id: str, name: str | None, metadata: dict[str, Any] | None) -> dict[str, Any]:
+        record = self._record(store_id)
+        if name is not None:
+            record.vector_db_name = name
+        if metadata is not None:
+            record.metadata = dict(metadata)
+        record.last_active_at = int(time.time())
+        self._dbs.save(record)
+        return self.view(record)
+
+    async def delete(self, store_id: str) -> None:
+        self._record(store_id)
+        await self._dbs.unregister(store_id)
+        for f in self._store_files(store_id):
+            self._registry.delete(FILES, f"{store_id}/{f['id']}")
+
+    # -- files of a store ---------------------------------------------------------------------
+
+    def _store_files(self, store_id: str) -> list[dict[str, Any]]:
+        return [f for f in self._registry.list(FILES) if f["vector_store_id"] == store_id]
+
+    def attach(self, store_id: str, file_id: str, attributes: dict[str, Any] | None,
+               chunking: dict[str, Any] | None) -> dict[str, Any]:
+        self._record(store_id)
+        file = self._files.get(file_id)
+        check_attributes(attributes or {})
+        entry = {
+            "id": file_id, "object": "vector_store.file", "vector_store_id": store_id,
+            "attributes": {**(attributes or {})}, "chunking_strategy": check_chunking(chunking),
+            "created_at": int(time.time()), "last_error": None, "status": "in_progress", "usage_bytes": 0,
+            "filename": file["filename"],
+        }
+        self._registry.put(FILES, f"{store_id}/{file_id}", entry)
+        self._schedule(entry)
+        return entry
+
+    def _schedule(self, entry: dict[str, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self._ingest(entry))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def resume(self) -> None:
+        """Files still in_progress when the server stopped are ingested again (re-insert replaces)."""
+        for entry in self._registry.list(FILES):
+            if entry["status"] == "in_progress":
+                self._schedule(entry)
+
+    async def _ingest(self, entry: dict[str, Any]) -> None:
+        key = f"{entry['vector_store_id']}/{entry['id']}"
+        try:
+            record = self._dbs.get(entry["vector_store_id"])
+            file = self._files.get(entry["id"])
+            data = self._files.content(entry["id"])
+            text = await asyncio.to_thread(extract_text, data, _mime_for(file), None, file.get("content_type"))
+            static = entry["chunking_strategy"]["static"]
+            document = {"document_id": entry["id"], "content": {"type": "text", "text": text},
+                        "metadata": {**entry["attributes"], "filename": file["filename"]}}
+            index = self._dbs.index_of(record)
+            embedder = self._models.embedder(record.embedding_model)
+            await self._ingestion.insert_documents(record, index, embedder, [document],
+                                                   static["max_chunk_size_tokens"], static["chunk_overlap_tokens"])
+            update = {"status": "completed", "usage_bytes": len(data), "last_error": None}
+        except StackError as exc:
+            update = {"status": "failed", "last_error": {"code": "invalid_file", "message": exc.message}}
+        except Exception as exc:  # the status must tell, whatever went wrong
+            log.exception("ingesting %s failed", key)
+            update = {"status": "failed", "last_error": {"code": "server_error", "message": type(exc).__name__}}
+        current = self._registry.get(FILES, key)
+        if current is not None:  # not detached meanwhile
+            self._registry.put(FILES, key, {**current, **update})
+
+    def list_files(self, store_id: str, status: str | None = None) -> list[dict[str, Any]]:
+        self._record(store_id)
+        return [f for f in self._store_files(store_id) if status is None or f["status"] == status]
+
+    def get_file(self, store_id: str, file_id: str) -> dict[str, Any]:
+        self._record(store_id)
+        entry = self._registry.get(FILES, f"{store_id}/{file_id}")
+        if entry is None:
+            raise NotFound(f"File {file_id!r} is not in vector store {store_id!r}")
+        return entry
+
+    def update_file(self, store_id: str, file_id: str, attributes: dict[str, Any]) -> dict[str, Any]:
+        entry = self.get_file(store_id, file_id)
+        check_attributes(attributes)
+        entry["attributes"] = dict(attributes)
+        self._registry.put(FILES, f"{store_id}/{file_id}", entry)
+        return entry
+
+    async def file_content(self, store_id: str, file_id: str) -> list[dict[str, Any]]:
+        entry = self.get_file(store_id, file_id)
+        record = self._record(store_id)
+        chunks = await asyncio.to_thread(self._dbs.index_of(record).document_chunks, record.collection, entry["id"])
+        return [{"type": "text", "text": content_as_text(c.get("content"), "content")} for c in chunks]
+
+    async def detach(self, store_id: str, file_id: str) -> None:
+        self.get_file(store_id, file_id)
+        record = self._record(store_id)
+        await asyncio.to_thread(self._dbs.index_of(record).delete_documents, record.collection, [file_id])
+        self._registry.delete(FILES, f"{store_id}/{file_id}")
+
+    # -- search -------------------------------------------------------------------------------
+
+    async def search(self, store_id: str, query: Any, filters: dict[str, Any] | None, max_num_results: int | None,
+                     ranking_options: dict[str, Any] | None, search_mode: str | None) -> dict[str, Any]:
+        record = self._record(store_id)
+        queries = query if isinstance(query, list) else [query]
+        if not queries or not all(isinstance(q, str) and q.strip() for q in queries):
+            raise BadRequest("query must be a non-empty string or a list of them")
+        limit = 10 if max_num_results is None else max_num_results
+        if not 1 <= limit <= 50:
+            raise BadRequest("max_num_results must be between 1 and 50")
+        options = ranking_options or {}
+        threshold = options.get("score_threshold") or 0.0
+        ranker = options.get("ranker")
+        params = SearchParams(limit, float(threshold), search_mode or "vector",
+                              parse_ranker(ranker if isinstance(ranker, dict) else None))
+        if params.mode not in ("vector", "keyword", "hybrid"):
+            raise BadRequest("search_mode must be vector, keyword or hybrid")
+        entries = {f["id"]: f for f in self._store_files(store_id)}
+        allowed = None
+        if filters:
+            allowed = [fid for fid, f in entries.items() if matches(f["attributes"], filters)]
+        index = self._dbs.index_of(record)
+        embedder = self._models.embedder(record.embedding_model)
+        hits = await self._retrieval.search(record, index, embedder, " ".join(queries), params, allowed)
+        data = []
+        for hit in hits:
+            entry = entries.get(hit.document_id)
+            metadata = hit.chunk.get("metadata") or {}
+            data.append({
+                "file_id": hit.document_id,
+                "filename": (entry or {}).get("filename") or metadata.get("filename") or hit.document_id,
+                "score": hit.score,
+                "attributes": (entry or {}).get("attributes", {k: v for k, v in metadata.items()
+                                                               if k not in ("token_count", "metadata_token_count")}),
+                "content": [{"type": "text", "text": content_as_text(hit.chunk.get("content"), "content")}],
+            })
+        record.last_active_at = int(time.time())
+        self._dbs.save(record)
+        return {"object": "vector_store.search_results.page", "search_query": queries, "data": data,
+                "has_more": False, "next_page": None}
+
+
+def check_attributes(attributes: dict[str, Any]) -> None:
+    if len(attributes) > 16:
+        raise BadRequest("attributes may hold at most 16 keys")
+    for key, value in attributes.items():
+        if len(key) > 64:
+            raise BadRequest(f"attribute key {key[:20]!r}... is longer than 64 characters")
+        if not isinstance(value, (str, int, float, bool)):
+            raise BadRequest(f"attribute {key!r} must be a string, number or boolean")
+        if isinstance(value, str) and len(value) > 512:
+            raise BadRequest(f"attribute {key!r} is longer than 512 characters")
+
+
+def _mime_for(file: dict[str, Any]) -> str | None:
+    name = file.get("filename", "").lower()
+    for suffix, mime in ((".pdf", "application/pdf"), (".html", "text/html"), (".htm", "text/html"),
+                         (".md", "text/markdown"), (".rst", "text/x-rst"), (".txt", "text/plain")):
+        if name.endswith(suffix):
+            return mime
+    return file.get("content_type")

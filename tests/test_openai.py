@@ -1,0 +1,169 @@
+"""The OpenAI-compatible surface with the `openai` SDK: files, vector stores (attach, status,
+search with attribute filters), chat completions, embeddings, models; the classic and the
+OpenAI views share one store."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from llama_stack_client import LlamaStackClient
+from openai import BadRequestError, NotFoundError, OpenAI
+
+from conftest import TUTORIAL_DOCS, TUTORIAL_FILES, new_id, start_example_server
+
+MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
+ATTRIBUTES = {
+    "chat.rst": {"topic": "chat", "year": 2024},
+    "llama3.rst": {"topic": "models", "year": 2024},
+    "memory_optimizations.rst": {"topic": "memory", "year": 2025},
+    "lora_finetune.rst": {"topic": "lora", "year": 2023},
+}
+
+
+def wait_completed(client: OpenAI, store_id: str, file_id: str, timeout: float = 300) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        entry = client.vector_stores.files.retrieve(file_id=file_id, vector_store_id=store_id)
+        if entry.status != "in_progress" or time.monotonic() > deadline:
+            return entry
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def oai(agent_stack):
+    return OpenAI(base_url=f"{agent_stack.url}/v1", api_key="unused")
+
+
+@pytest.fixture(scope="module")
+def store(oai):
+    uploaded = {}
+    for name in TUTORIAL_FILES:
+        with open(TUTORIAL_DOCS / name, "rb") as f:
+            uploaded[name] = oai.files.create(file=(name, f, "text/x-rst"), purpose="assistants")
+    vs = oai.vector_stores.create(name="tutorials", metadata={"team": "docs"})
+    for name, file in uploaded.items():
+        oai.vector_stores.files.create(vector_store_id=vs.id, file_id=file.id, attributes=ATTRIBUTES[name])
+    for file in uploaded.values():
+        assert wait_completed(oai, vs.id, file.id).status == "completed"
+    return vs, uploaded
+
+
+def test_files_upload_list_content_delete(oai):
+    created = oai.files.create(file=("note.txt", b"Otters hold hands while sleeping.", "text/plain"),
+                               purpose="assistants")
+    assert created.id.startswith("file-") and created.bytes == 33 and created.filename == "note.txt"
+    assert oai.files.retrieve(created.id).filename == "note.txt"
+    assert oai.files.content(created.id).read() == b"Otters hold hands while sleeping."
+    other = oai.files.create(file=("other.txt", b"Second file.", "text/plain"), purpose="assistants")
+    ids = [f.id for f in oai.files.list(limit=100)]
+    assert created.id in ids and other.id in ids
+    first = oai.files.list(limit=1)
+    assert len(first.data) == 1 and first.has_more
+    second = oai.files.list(limit=1, after=first.data[0].id)
+    assert second.data[0].id != first.data[0].id
+    assert oai.files.delete(created.id).deleted
+    with pytest.raises(NotFoundError):
+        oai.files.retrieve(created.id)
+    with pytest.raises(BadRequestError, match="purpose"):
+        oai.files.create(file=("x.txt", b"x", "text/plain"), purpose="nonsense")
+
+
+def test_vector_store_attach_and_status(oai, store):
+    vs, uploaded = store
+    current = oai.vector_stores.retrieve(vs.id)
+    assert current.name == "tutorials" and current.metadata == {"team": "docs"}
+    assert current.file_counts.completed == 4 and current.file_counts.total == 4
+    assert current.usage_bytes == sum(f.bytes for f in uploaded.values())
+    entry = oai.vector_stores.files.retrieve(file_id=uploaded["chat.rst"].id, vector_store_id=vs.id)
+    assert entry.attributes == {"topic": "chat", "year": 2024} and entry.last_error is None
+    listed = oai.vector_stores.files.list(vector_store_id=vs.id)
+    assert {f.id for f in listed} == {f.id for f in uploaded.values()}
+    content = oai.vector_stores.files.content(file_id=uploaded["llama3.rst"].id, vector_store_id=vs.id)
+    assert "Llama3" in "".join(part.text for part in content)
+
+
+def test_search_with_and_without_filters(oai, store):
+    vs, uploaded = store
+    results = oai.vector_stores.search(vector_store_id=vs.id, query="activation checkpointing saves memory",
+                                       max_num_results=3)
+    top = results.data[0]
+    assert top.file_id == uploaded["memory_optimizations.rst"].id
+    assert top.filename == "memory_optimizations.rst" and top.attributes["topic"] == "memory"
+    assert 0 < top.score <= 1 and top.content[0].type == "text" and top.content[0].text
+    filtered = oai.vector_stores.search(vector_store_id=vs.id, query="activation checkpointing saves memory",
+                                        filters={"type": "eq", "key": "topic", "value": "lora"})
+    assert filtered.data and {r.file_id for r in filtered.data} == {uploaded["lora_finetune.rst"].id}
+    compound = oai.vector_stores.search(
+        vector_store_id=vs.id, query="fine-tuning",
+        filters={"type": "and", "filters": [{"type": "gte", "key": "year", "value": 2024},
+                                            {"type": "nin", "key": "topic", "value": ["memory"]}]},
+        max_num_results=20,
+    )
+    assert {r.attributes["topic"] for r in compound.data} <= {"chat", "models"}
+    strict = oai.vector_stores.search(vector_store_id=vs.id, query="fine-tuning",
+                                      ranking_options={"score_threshold": 0.99})
+    assert strict.data == []
+    with pytest.raises(BadRequestError, match="filter type"):
+        oai.vector_stores.search(vector_store_id=vs.id, query="x", filters={"type": "like", "key": "a", "value": 1})
+
+
+def test_one_store_two_apis(agent_stack, oai, store):
+    vs, _ = store
+    classic = LlamaStackClient(base_url=agent_stack.url)
+    assert vs.id in [d.identifier for d in classic.vector_dbs.list()]
+    hits = classic.vector_io.query(vector_db_id=vs.id, query="LoRA rank", params={"max_chunks": 2})
+    assert hits.chunks and hits.chunks[0].metadata["filename"].endswith(".rst")
+    db = new_id("classic")
+    classic.vector_dbs.register(vector_db_id=db, embedding_model="all-MiniLM-L6-v2")
+    classic.vector_io.insert(vector_db_id=db, chunks=[{"content": "Koalas sleep 20 hours.",
+                                                        "metadata": {"document_id": "koala"}}])
+    assert oai.vector_stores.retrieve(db).id == db
+    found = oai.vector_stores.search(vector_store_id=db, query="How long do koalas sleep?")
+    assert found.data[0].file_id == "koala" and "Koalas" in found.data[0].content[0].text
+    assert oai.vector_stores.delete(db).deleted
+    assert db not in [d.identifier for d in classic.vector_dbs.list()]
+
+
+def test_failed_file_says_why(oai):
+    bad = oai.files.create(file=("scan.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "image/png"), purpose="assistants")
+    vs = oai.vector_stores.create(name="bad")
+    oai.vector_stores.files.create(vector_store_id=vs.id, file_id=bad.id)
+    entry = wait_completed(oai, vs.id, bad.id)
+    assert entry.status == "failed" and "not supported" in entry.last_error.message
+    assert oai.vector_stores.retrieve(vs.id).file_counts.failed == 1
+
+
+def test_chat_completions_and_embeddings(oai):
+    reply = oai.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Reply with: pong"}],
+                                        max_tokens=8)
+    assert "pong" in reply.choices[0].message.content.lower() and reply.choices[0].finish_reason in ("stop", "length")
+    stream = oai.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Count from 1 to 5."}],
+                                         max_tokens=32, stream=True)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+    assert "3" in text
+    vectors = oai.embeddings.create(model="all-MiniLM-L6-v2", input=["hello", "world"])
+    assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 384
+    assert MODEL in [m.id for m in oai.models.list()]
+
+
+def test_files_and_stores_survive_a_restart(tmp_path, models_dir):
+    server = start_example_server(tmp_path / "data", models_dir)
+    try:
+        client = OpenAI(base_url=f"{server.url}/v1/openai/v1", api_key="unused")
+        file = client.files.create(file=("fox.txt", b"The quick brown fox jumps over the lazy dog.", "text/plain"),
+                                   purpose="assistants")
+        vs = client.vector_stores.create(name="kept", file_ids=[file.id])
+        assert wait_completed(client, vs.id, file.id).status == "completed"
+    finally:
+        server.stop()
+    server = start_example_server(tmp_path / "data", models_dir)
+    try:
+        client = OpenAI(base_url=f"{server.url}/v1/openai/v1", api_key="unused")
+        assert client.files.retrieve(file.id).filename == "fox.txt"
+        assert client.vector_stores.retrieve(vs.id).file_counts.completed == 1
+        assert client.vector_stores.files.retrieve(file_id=file.id, vector_store_id=vs.id).status == "completed"
+        hits = client.vector_stores.search(vector_store_id=vs.id, query="fox jumping")
+        assert hits.data[0].file_id == file.id
+    finally:
+        server.stop()
