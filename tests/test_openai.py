@@ -167,3 +167,46 @@ def test_files_and_stores_survive_a_restart(tmp_path, models_dir):
         assert hits.data[0].file_id == file.id
     finally:
         server.stop()
+
+
+def test_responses_with_file_search_cite_the_file(oai, store):
+    vs, uploaded = store
+    response = oai.responses.create(
+        model=MODEL, input="What attention mechanism does Llama3-8B use?", instructions="Answer briefly.",
+        tools=[{"type": "file_search", "vector_store_ids": [vs.id], "max_num_results": 5}],
+        include=["file_search_call.results"],
+    )
+    assert response.status == "completed"
+    call, message = response.output
+    assert call.type == "file_search_call" and call.status == "completed"
+    assert call.results and call.results[0].file_id == uploaded["llama3.rst"].id
+    assert "grouped" in response.output_text.lower() or "gqa" in response.output_text.lower()
+    cited = [a.file_id for a in message.content[0].annotations]
+    assert cited[0] == uploaded["llama3.rst"].id
+    assert oai.responses.retrieve(response.id).output_text == response.output_text
+
+
+def test_responses_stream_events_and_follow_ups(oai, store):
+    vs, _ = store
+    stream = oai.responses.create(model=MODEL, input="How does activation checkpointing save memory?",
+                                  tools=[{"type": "file_search", "vector_store_ids": [vs.id]}], stream=True)
+    events = list(stream)
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    order = ["response.file_search_call.in_progress", "response.file_search_call.searching",
+             "response.file_search_call.completed", "response.output_text.delta", "response.output_text.done"]
+    positions = [kinds.index(k) for k in order]
+    assert positions == sorted(positions)
+    assert [e.sequence_number for e in events] == list(range(1, len(events) + 1))
+    first = events[-1].response
+    follow = oai.responses.create(model=MODEL, previous_response_id=first.id,
+                                  input="Repeat the first word of your previous answer.")
+    assert follow.previous_response_id == first.id and follow.output_text
+
+    conversation = oai.conversations.create(metadata={"name": "chat"})
+    oai.responses.create(model=MODEL, conversation=conversation.id, input="My cat is called Miso. Say OK.")
+    second = oai.responses.create(model=MODEL, conversation=conversation.id,
+                                  input="What is my cat called? One word.")
+    assert "miso" in second.output_text.lower()
+    items = oai.conversations.items.list(conversation_id=conversation.id)
+    assert [i.role for i in items.data] == ["user", "assistant", "user", "assistant"]

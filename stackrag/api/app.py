@@ -23,6 +23,7 @@ from .routes import (
     models,
     openai_files,
     openai_inference,
+    openai_responses,
     openai_vector_stores,
     rag_tool,
     tool_runtime,
@@ -60,7 +61,7 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
         app.include_router(module.router)
     # The OpenAI-compatible routes live under /v1 (clients 0.4+) and /v1/openai/v1 (0.2.x era).
     for prefix in ("/v1", "/v1/openai/v1"):
-        for module in (openai_inference, openai_files, openai_vector_stores):
+        for module in (openai_inference, openai_files, openai_vector_stores, openai_responses):
             app.include_router(module.router, prefix=prefix)
     app.include_router(models.openai_router, prefix="/v1/openai/v1")
     app.add_exception_handler(StackError, _stack_error)

@@ -23,6 +23,7 @@ from .records import VectorDBRecord
 from .retrieval import RAGQueryConfig, RAGResult, Retrieval
 from .files import FileService
 from .vector_dbs import VectorDBService
+from .responses import ResponseService
 from .vector_stores import VectorStoreService
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,14 @@ class Stack:
     files: FileService
     agents: AgentService = field(init=False)
     vector_stores: VectorStoreService = field(init=False)
+    responses: ResponseService = field(init=False)
     providers: list[ProviderInfo] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.agents = AgentService(self.registry, self.models, self.knowledge_search)
         self.vector_stores = VectorStoreService(self.vector_dbs, self.files, self.ingestion, self.retrieval,
                                                 self.registry, self.models)
+        self.responses = ResponseService(self.registry, self.models, self.vector_stores)
 
     def target(self, vector_db_id: str) -> tuple[VectorDBRecord, VectorIndex, Embedder]:
         """A vector DB with the index that stores it and the embedder that reads it."""

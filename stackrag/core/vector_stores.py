@@ -265,6 +265,8 @@ class VectorStoreService:
                 "attributes": (entry or {}).get("attributes", {k: v for k, v in metadata.items()
                                                                if k not in ("token_count", "metadata_token_count")}),
                 "content": [{"type": "text", "text": content_as_text(hit.chunk.get("content"), "content")}],
+                # For callers inside the server (the best-matching window); routes drop "_" keys.
+                "_passage": hit.window_text,
             })
         record.last_active_at = int(time.time())
         self._dbs.save(record)

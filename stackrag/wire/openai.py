@@ -81,3 +81,16 @@ class EmbeddingCreate(Lenient):
     input: str | list[str]
     encoding_format: str | None = "float"
     dimensions: int | None = None
+
+
+class ConversationCreate(Lenient):
+    items: list[dict[str, Any]] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class ConversationUpdate(Lenient):
+    metadata: dict[str, Any]
+
+
+class ConversationItemsCreate(Lenient):
+    items: list[dict[str, Any]]

@@ -55,8 +55,10 @@ async def delete(store_id: str, stack: Stack = Depends(get_stack)) -> Any:
 
 @router.post("/vector_stores/{store_id}/search")
 async def search(store_id: str, body: VectorStoreSearch, stack: Stack = Depends(get_stack)) -> Any:
-    return await stack.vector_stores.search(store_id, body.query, body.filters, body.max_num_results,
-                                            body.ranking_options, body.search_mode)
+    page_ = await stack.vector_stores.search(store_id, body.query, body.filters, body.max_num_results,
+                                             body.ranking_options, body.search_mode)
+    page_["data"] = [{k: v for k, v in r.items() if not k.startswith("_")} for r in page_["data"]]
+    return page_
 
 
 @router.post("/vector_stores/{store_id}/files")
