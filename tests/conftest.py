@@ -236,3 +236,15 @@ def agent_stack(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> I
     server = start_example_server(data_dir, models_dir)
     yield server
     server.stop()
+
+
+CLIENT07_VENV = ROOT / ".venv-client07"
+
+
+@pytest.fixture(scope="session")
+def client07_python() -> Path:
+    """llama-stack-client 0.7.x in its own Python 3.12 venv (made by `make dev`)."""
+    python = CLIENT07_VENV / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"{python} is missing: `make dev` creates it (Python 3.12 + llama-stack-client 0.7.x)")
+    return python

@@ -5,6 +5,7 @@ OpenAI views share one store."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from llama_stack_client import LlamaStackClient
@@ -210,3 +211,19 @@ def test_responses_stream_events_and_follow_ups(oai, store):
     assert "miso" in second.output_text.lower()
     items = oai.conversations.items.list(conversation_id=conversation.id)
     assert [i.role for i in items.data] == ["user", "assistant", "user", "assistant"]
+
+
+def test_llama_stack_client_07_on_python_312(agent_stack, client07_python):
+    """The current llama-stack client (0.7.x needs Python >= 3.12) through its own resources."""
+    import json
+    import subprocess
+
+    script = Path(__file__).parent / "clients" / "llama_stack_07_flow.py"
+    done = subprocess.run([str(client07_python), str(script), agent_stack.url, str(TUTORIAL_DOCS), MODEL],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(result["statuses"].values()) == {"completed"}
+    assert result["top_file"] == result["files"]["lora_finetune.rst"]
+    assert result["output_types"] == ["file_search_call", "message"]
+    assert "grouped" in result["answer"].lower() or "gqa" in result["answer"].lower()
