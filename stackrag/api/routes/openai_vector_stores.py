@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends
 
 from ...core.files import page
 from ...core.stack import Stack
-from ...errors import NotFound
+from ...errors import BadRequest, NotFound
 from ...wire.openai import (
     FileBatchCreate,
     VectorStoreCreate,
@@ -25,8 +25,14 @@ router = APIRouter()
 BATCHES = "vector_store_file_batches"
 
 
+def _no_expiry(expires_after: dict[str, Any] | None) -> None:
+    if expires_after:
+        raise BadRequest("expires_after is not supported: vector stores are kept until deleted")
+
+
 @router.post("/vector_stores")
 async def create(body: VectorStoreCreate, stack: Stack = Depends(get_stack)) -> Any:
+    _no_expiry(body.expires_after)
     return await stack.vector_stores.create(body.name, body.file_ids, body.chunking_strategy, body.metadata,
                                             body.embedding_model, body.provider_id)
 
@@ -44,6 +50,7 @@ async def retrieve(store_id: str, stack: Stack = Depends(get_stack)) -> Any:
 
 @router.post("/vector_stores/{store_id}")
 async def update(store_id: str, body: VectorStoreUpdate, stack: Stack = Depends(get_stack)) -> Any:
+    _no_expiry(body.expires_after)
     return stack.vector_stores.update(store_id, body.name, body.metadata)
 
 
@@ -55,6 +62,8 @@ async def delete(store_id: str, stack: Stack = Depends(get_stack)) -> Any:
 
 @router.post("/vector_stores/{store_id}/search")
 async def search(store_id: str, body: VectorStoreSearch, stack: Stack = Depends(get_stack)) -> Any:
+    if body.rewrite_query:
+        raise BadRequest("rewrite_query is not supported: send the query as you want it searched")
     page_ = await stack.vector_stores.search(store_id, body.query, body.filters, body.max_num_results,
                                              body.ranking_options, body.search_mode)
     page_["data"] = [{k: v for k, v in r.items() if not k.startswith("_")} for r in page_["data"]]
