@@ -107,6 +107,10 @@ def test_search_with_and_without_filters(oai, store):
     assert strict.data == []
     with pytest.raises(BadRequestError, match="filter type"):
         oai.vector_stores.search(vector_store_id=vs.id, query="x", filters={"type": "like", "key": "a", "value": 1})
+    with pytest.raises(BadRequestError, match="rewrite_query is not supported"):
+        oai.vector_stores.search(vector_store_id=vs.id, query="x", rewrite_query=True)
+    with pytest.raises(NotFoundError):
+        oai.vector_stores.search(vector_store_id="vs_missing", query="x")
 
 
 def test_one_store_two_apis(agent_stack, oai, store):
