@@ -231,3 +231,21 @@ def test_llama_stack_client_07_on_python_312(agent_stack, client07_python):
     assert result["top_file"] == result["files"]["lora_finetune.rst"]
     assert result["output_types"] == ["file_search_call", "message"]
     assert "grouped" in result["answer"].lower() or "gqa" in result["answer"].lower()
+
+
+def test_file_batches(oai):
+    vs = oai.vector_stores.create(name="batch")
+    files = [oai.files.create(file=(f"b{i}.txt", f"Batch file number {i} about herons.".encode(), "text/plain"),
+                              purpose="assistants") for i in range(2)]
+    batch = oai.vector_stores.file_batches.create(vector_store_id=vs.id, file_ids=[f.id for f in files],
+                                                  attributes={"kind": "batch"})
+    assert batch.id.startswith("vsfb_") and batch.file_counts.total == 2
+    for f in files:
+        assert wait_completed(oai, vs.id, f.id).status == "completed"
+    done = oai.vector_stores.file_batches.retrieve(batch_id=batch.id, vector_store_id=vs.id)
+    assert done.status == "completed" and done.file_counts.completed == 2
+    listed = oai.vector_stores.file_batches.list_files(batch_id=batch.id, vector_store_id=vs.id)
+    assert {f.id for f in listed} == {f.id for f in files}
+    assert all(f.attributes == {"kind": "batch"} for f in listed)
+    with pytest.raises(NotFoundError):
+        oai.vector_stores.file_batches.retrieve(batch_id="vsfb_nope", vector_store_id=vs.id)

@@ -22,6 +22,7 @@ from .vector_dbs import VectorDBService
 
 log = logging.getLogger(__name__)
 FILES = "vector_store_files"
+BATCHES = "vector_store_file_batches"
 # "auto" chunking: the ingestion default of the classic API, a quarter overlap.
 AUTO_CHUNK = {"type": "static", "static": {"max_chunk_size_tokens": 512, "chunk_overlap_tokens": 128}}
 FILTER_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "nin")
@@ -228,6 +229,45 @@ class VectorStoreService:
         record = self._record(store_id)
         await asyncio.to_thread(self._dbs.index_of(record).delete_documents, record.collection, [file_id])
         self._registry.delete(FILES, f"{store_id}/{file_id}")
+
+    # -- file batches -------------------------------------------------------------------------
+
+    def create_batch(self, store_id: str, file_ids: list[str], attributes: dict[str, Any] | None,
+                     chunking: dict[str, Any] | None) -> dict[str, Any]:
+        for file_id in file_ids:
+            self._files.get(file_id)
+        for file_id in file_ids:
+            self.attach(store_id, file_id, attributes, chunking)
+        batch = {"id": f"vsfb_{uuid.uuid4().hex}", "vector_store_id": store_id, "file_ids": file_ids,
+                 "created_at": int(time.time())}
+        self._registry.put(BATCHES, batch["id"], batch)
+        return self._batch_view(batch)
+
+    def _batch(self, store_id: str, batch_id: str) -> dict[str, Any]:
+        batch = self._registry.get(BATCHES, batch_id)
+        if batch is None or batch["vector_store_id"] != store_id:
+            raise NotFound(f"File batch {batch_id!r} not found in vector store {store_id!r}")
+        return batch
+
+    def _batch_view(self, batch: dict[str, Any]) -> dict[str, Any]:
+        statuses = [self.get_file(batch["vector_store_id"], f)["status"] for f in batch["file_ids"]]
+        counts = {s: statuses.count(s) for s in ("completed", "cancelled", "failed", "in_progress")}
+        status = "cancelled" if batch.get("cancelled") else ("in_progress" if counts["in_progress"] else "completed")
+        return {"id": batch["id"], "object": "vector_store.files_batch", "vector_store_id": batch["vector_store_id"],
+                "created_at": batch["created_at"], "status": status, "file_counts": {**counts, "total": len(statuses)}}
+
+    def get_batch(self, store_id: str, batch_id: str) -> dict[str, Any]:
+        return self._batch_view(self._batch(store_id, batch_id))
+
+    def batch_files(self, store_id: str, batch_id: str) -> list[dict[str, Any]]:
+        return [self.get_file(store_id, f) for f in self._batch(store_id, batch_id)["file_ids"]]
+
+    def cancel_batch(self, store_id: str, batch_id: str) -> dict[str, Any]:
+        """Marks the batch cancelled; files already being ingested still finish."""
+        batch = self._batch(store_id, batch_id)
+        batch["cancelled"] = True
+        self._registry.put(BATCHES, batch_id, batch)
+        return self._batch_view(batch)
 
     # -- search -------------------------------------------------------------------------------
 

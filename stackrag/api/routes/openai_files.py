@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import Response
 
-from ...core.files import page
+from ...core.pagination import page
 from ...core.stack import Stack
 from ...errors import PayloadTooLarge
 from ..deps import get_stack

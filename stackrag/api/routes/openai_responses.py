@@ -6,7 +6,7 @@ from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Body, Depends, Request
 
-from ...core.files import page
+from ...core.pagination import page
 from ...core.stack import Stack
 from ...errors import BadRequest
 from ...wire.openai import ConversationCreate, ConversationItemsCreate, ConversationUpdate

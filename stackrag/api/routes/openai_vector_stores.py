@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from ...core.files import page
+from ...core.pagination import page
 from ...core.stack import Stack
-from ...errors import BadRequest, NotFound
+from ...errors import BadRequest
 from ...wire.openai import (
     FileBatchCreate,
     VectorStoreCreate,
@@ -22,7 +20,6 @@ from ...wire.openai import (
 from ..deps import get_stack
 
 router = APIRouter()
-BATCHES = "vector_store_file_batches"
 
 
 def _no_expiry(expires_after: dict[str, Any] | None) -> None:
@@ -114,51 +111,24 @@ async def detach(store_id: str, file_id: str, stack: Stack = Depends(get_stack))
     return {"id": file_id, "object": "vector_store.file.deleted", "deleted": True}
 
 
-def _batch_view(stack: Stack, batch: dict[str, Any]) -> dict[str, Any]:
-    statuses = [stack.vector_stores.get_file(batch["vector_store_id"], f)["status"] for f in batch["file_ids"]]
-    counts = {s: statuses.count(s) for s in ("completed", "cancelled", "failed", "in_progress")}
-    status = "cancelled" if batch.get("cancelled") else ("in_progress" if counts["in_progress"] else "completed")
-    return {"id": batch["id"], "object": "vector_store.files_batch", "vector_store_id": batch["vector_store_id"],
-            "created_at": batch["created_at"], "status": status, "file_counts": {**counts, "total": len(statuses)}}
-
-
-def _batch(stack: Stack, store_id: str, batch_id: str) -> dict[str, Any]:
-    batch = stack.registry.get(BATCHES, batch_id)
-    if batch is None or batch["vector_store_id"] != store_id:
-        raise NotFound(f"File batch {batch_id!r} not found in vector store {store_id!r}")
-    return batch
-
-
 @router.post("/vector_stores/{store_id}/file_batches")
 async def create_batch(store_id: str, body: FileBatchCreate, stack: Stack = Depends(get_stack)) -> Any:
-    for file_id in body.file_ids:
-        stack.files.get(file_id)
-    for file_id in body.file_ids:
-        stack.vector_stores.attach(store_id, file_id, body.attributes, body.chunking_strategy)
-    batch = {"id": f"vsfb_{uuid.uuid4().hex}", "vector_store_id": store_id, "file_ids": body.file_ids,
-             "created_at": int(time.time())}
-    stack.registry.put(BATCHES, batch["id"], batch)
-    return _batch_view(stack, batch)
+    return stack.vector_stores.create_batch(store_id, body.file_ids, body.attributes, body.chunking_strategy)
 
 
 @router.get("/vector_stores/{store_id}/file_batches/{batch_id}")
 async def retrieve_batch(store_id: str, batch_id: str, stack: Stack = Depends(get_stack)) -> Any:
-    return _batch_view(stack, _batch(stack, store_id, batch_id))
+    return stack.vector_stores.get_batch(store_id, batch_id)
 
 
 @router.get("/vector_stores/{store_id}/file_batches/{batch_id}/files")
 async def batch_files(store_id: str, batch_id: str, limit: int | None = None, order: str | None = None,
                       after: str | None = None, before: str | None = None, stack: Stack = Depends(get_stack)) -> Any:
-    batch = _batch(stack, store_id, batch_id)
-    entries = [stack.vector_stores.get_file(store_id, f) for f in batch["file_ids"]]
-    result = page(entries, limit, order, after, before)
+    result = page(stack.vector_stores.batch_files(store_id, batch_id), limit, order, after, before)
     result["data"] = [_file(e) for e in result["data"]]
     return result
 
 
 @router.post("/vector_stores/{store_id}/file_batches/{batch_id}/cancel")
 async def cancel_batch(store_id: str, batch_id: str, stack: Stack = Depends(get_stack)) -> Any:
-    batch = _batch(stack, store_id, batch_id)
-    batch["cancelled"] = True
-    stack.registry.put(BATCHES, batch_id, batch)
-    return _batch_view(stack, batch)
+    return stack.vector_stores.cancel_batch(store_id, batch_id)
