@@ -19,11 +19,14 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml requirements-models.txt
 	touch $@
 
 # The current llama-stack client needs Python >= 3.12: it gets a venv of its own for the tests.
-PYTHON312 ?= $(shell command -v python3.12 || ls /root/.pyenv/versions/3.12.*/bin/python 2>/dev/null | head -n 1)
+# (pyenv's python3.12 shim exists but fails when 3.12 is not the global version: test each candidate.)
+PYTHON312 ?= $(shell for p in $$HOME/.pyenv/versions/3.12.*/bin/python python3.12; do \
+	$$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo $$p; break; }; done)
 CLIENT07 := .venv-client07
 
 $(VENV)/.dev-installed: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@test -n "$(PYTHON312)" || { echo "Python 3.12 is needed for the llama-stack-client 0.7 tests"; exit 1; }
 	$(PYTHON312) -m venv $(CLIENT07)
 	$(CLIENT07)/bin/pip install --quiet "llama-stack-client==0.7.5"
 	touch $@
