@@ -151,5 +151,41 @@ def query(text: str, vector_db: str, url: str, max_chunks: int, mode: str) -> No
         click.echo(f"{rank}. [{score:.3f}] {doc}\n   {snippet}")
 
 
+@main.command("eval")
+@click.argument("questions", type=click.Path(exists=True, dir_okay=False))
+@click.option("--corpus", required=True, type=click.Path(exists=True, file_okay=False),
+              help="folder of documents; a document's id is its path in the folder")
+@click.option("--url", default=DEFAULT_URL, show_default=True, envvar="STACKRAG_URL")
+@click.option("--mode", type=click.Choice(["vector", "keyword", "hybrid"]), default="vector", show_default=True)
+@click.option("--chunk-size", default=512, show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="also write the full result here")
+def evaluate(questions: str, corpus: str, url: str, mode: str, chunk_size: int, json_out: str | None) -> None:
+    """Measure retrieval: recall@k, MRR@10, nDCG@10 per question kind, and latency."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .eval import run_eval
+
+    try:
+        result = run_eval(url, Path(questions), Path(corpus), mode=mode, chunk_size=chunk_size,
+                          progress=lambda done, total: click.echo(f"ingested {done}/{total} documents", err=True))
+    except (httpx.HTTPError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    table = Table(title=f"retrieval ({mode}, {chunk_size}-token chunks, {result['ingestion']['chunks']} chunks)")
+    metrics = [k for k in result["overall"] if k != "n"]
+    for column in ["kind", "n", *metrics]:
+        table.add_column(column, justify="right" if column != "kind" else "left")
+    for kind, row in [*result["by_kind"].items(), ("all", result["overall"])]:
+        table.add_row(kind, str(row["n"]), *(f"{row[m]:.3f}" for m in metrics))
+    Console().print(table)
+    click.echo(f"latency p50 {result['latency_ms']['p50']} ms, p99 {result['latency_ms']['p99']} ms; "
+               f"median top score: answerable {result['top_score']['answerable_median']}, "
+               f"unanswerable {result['top_score']['unanswerable_median']}")
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

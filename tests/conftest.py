@@ -39,6 +39,7 @@ class Server:
     config_path: Path
     process: subprocess.Popen
     log_path: Path
+    mode: str = "inline"  # which Milvus: inline (Lite in process) or remote (a Milvus server)
 
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=120.0, **kwargs)
@@ -150,6 +151,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         uri = request.getfixturevalue("lite_uri")
         config = write_config(data_dir / "run.yaml", remote_vector_io(uri))
     server = start_server(data_dir, config)
+    server.mode = mode
     yield server
     server.stop()
 
