@@ -119,16 +119,21 @@ class MilvusIndex:
             return self._call_unlocked(fn)
 
     def _call_unlocked(self, fn: Callable[[Any], T]) -> T:
-        client = self._connect()
-        try:
-            return fn(client)
-        except (BadRequest, NotFound, Unavailable):
-            raise
-        except Exception as exc:
-            if _is_connection_error(exc):
+        # A connection that broke while Milvus was away fails once more after it is back: one retry
+        # on a fresh connection tells a stale channel from a Milvus that is really gone.
+        for attempt in (1, 2):
+            client = self._connect()
+            try:
+                return fn(client)
+            except (BadRequest, NotFound, Unavailable):
+                raise
+            except Exception as exc:
+                if not _is_connection_error(exc):
+                    raise
                 self._drop_client()
-                raise Unavailable(f"Milvus at {self.location} is unreachable: {type(exc).__name__}") from exc
-            raise
+                if attempt == 2:
+                    raise Unavailable(f"Milvus at {self.location} is unreachable: {type(exc).__name__}") from exc
+        raise AssertionError("unreachable")
 
     def _drop_client(self) -> None:
         client, self._client = self._client, None
