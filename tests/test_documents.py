@@ -1,28 +1,39 @@
 """Document content: URLs fetched with bounds (time, size, redirects, private addresses), data:
-URLs, HTML reduced to text, PDF text, and clear 4xx errors for what cannot be read."""
+URLs, HTML reduced to text, PDF text, and clear 4xx errors for what cannot be read.
+
+Every connection made here goes to 127.0.0.1 or ::1. Private and metadata addresses (10.x,
+169.254.169.254, ...) are tested through `check_address` and a stubbed backend, never dialled.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import http.server as http_server
+import shutil
+import socket
+import ssl
+import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any, Iterator
 
+import httpcore
 import pytest
 from llama_stack_client import BadRequestError, LlamaStackClient
 
 from conftest import new_id
 from stackrag.config import FetchSettings
-from stackrag.core.documents import document_text, extract_text
-from stackrag.core.fetch import check_address, fetch_url, PrivateAddressError
+from stackrag.core import fetch
+from stackrag.core.documents import document_text, extract_text, html_to_text, parse_data_url
+from stackrag.core.fetch import GuardedBackend, PrivateAddressError, check_address, fetch_url
 from stackrag.errors import BadRequest, PayloadTooLarge
 
 
-def make_pdf(text: str) -> bytes:
-    """A minimal one-page PDF with a text object (cross-reference offsets computed)."""
-    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+def make_pdf(text: str | None) -> bytes:
+    """A minimal one-page PDF with a Helvetica text object (or none), cross-reference offsets computed."""
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode() if text is not None else b""
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
@@ -43,38 +54,62 @@ def make_pdf(text: str) -> bytes:
     return bytes(out)
 
 
+HTML_PAGE = (
+    b"<!doctype html><html><head><title>Capybaras</title><style>p{color:red}</style></head>"
+    b"<body><nav>menu</nav><header>site header</header><h1>About capybaras</h1>"
+    b"<p>Capybaras are the <b>largest</b> living rodents.</p><script>alert('x')</script>"
+    b"<ul><li>They swim.</li><li>They graze.</li></ul><footer>copyright</footer></body></html>"
+)
+
 PAGES = {
-    "/page.html": ("text/html; charset=utf-8",
-                   b"<!doctype html><html><head><title>Capybaras</title><style>p{color:red}</style></head>"
-                   b"<body><nav>menu</nav><h1>About capybaras</h1><p>Capybaras are the largest living rodents."
-                   b"</p><script>alert('x')</script></body></html>"),
+    "/page.html": ("text/html; charset=utf-8", HTML_PAGE),
+    # Served as HTML but without a doctype, so only the server's type says it is HTML.
+    "/fragment": ("text/html", b"<div><p>Fragment <i>text</i></p><script>var x</script></div>"),
     "/doc.pdf": ("application/pdf", make_pdf("Axolotls can regrow their limbs.")),
+    "/empty.pdf": ("application/pdf", make_pdf(None)),
     "/notes.txt": ("text/plain", b"Plain notes about otters."),
+    "/latin1.txt": ("text/plain; charset=iso-8859-1", "caf\u00e9 cr\u00e8me".encode("latin-1")),
+    "/notes.bin": ("application/octet-stream", b"# Notes\n\nServed as octet-stream but plainly text."),
+    "/blob.bin": ("application/octet-stream", b"\x00\x01\x02\xff" * 64),
     "/broken.pdf": ("application/pdf", b"%PDF-1.4\nthis is not really a pdf"),
+    "/login.pdf": ("application/pdf", b"<!doctype html><html><body>Please log in</body></html>"),
     "/image.png": ("image/png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64),
     "/big.txt": ("text/plain", b"a" * 200_000),
 }
 
 
 class Handler(http_server.BaseHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's name
         pass
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        try:
+            self._route()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeouts, size caps): expected
+
+    def _route(self) -> None:
         if self.path.startswith("/redirect/"):
             hops = int(self.path.rsplit("/", 1)[1])
-            target = "/notes.txt" if hops == 0 else f"/redirect/{hops - 1}"
-            return self._redirect(target)
-        if self.path == "/loop":
-            return self._redirect("/loop")
-        if self.path == "/slow":
-            time.sleep(3)
+            return self._redirect("/notes.txt" if hops == 0 else f"/redirect/{hops - 1}")
+        routes = {
+            "/loop": lambda: self._redirect("/loop"),
+            "/to-file": lambda: self._redirect("file:///etc/passwd"),
+            "/to-second-loopback": lambda: self._redirect(f"http://127.0.0.2:{self.server.server_address[1]}/notes.txt"),
+            "/no-location": lambda: self._send(302, "text/plain", b"moved, but where?"),
+            "/slow": self._slow,
+            "/trickle": self._trickle,
+            "/unsized-big": self._unsized_big,
+            "/host": lambda: self._send(200, "text/plain", self.headers.get("host", "").encode()),
+        }
+        if self.path in routes:
+            return routes[self.path]()
         if self.path not in PAGES:
-            self.send_response(404)
-            self.end_headers()
-            return
-        content_type, body = PAGES[self.path]
-        self.send_response(200)
+            return self._send(404, "text/plain", b"not here")
+        self._send(200, *PAGES[self.path])
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
         self.send_header("content-type", content_type)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
@@ -83,120 +118,375 @@ class Handler(http_server.BaseHTTPRequestHandler):
     def _redirect(self, target: str) -> None:
         self.send_response(302)
         self.send_header("location", target)
+        self.send_header("content-length", "0")
         self.end_headers()
+
+    def _slow(self) -> None:
+        time.sleep(2)
+        self._send(200, "text/plain", b"too late")
+
+    def _trickle(self) -> None:
+        # Each byte arrives well within a per-read timeout; only an overall deadline stops this.
+        self.send_response(200)
+        self.send_header("content-type", "text/plain")
+        self.end_headers()
+        for _ in range(20):
+            self.wfile.write(b"x")
+            self.wfile.flush()
+            time.sleep(0.1)
+
+    def _unsized_big(self) -> None:
+        # HTTP/1.0 without content-length: the body ends when the connection closes, so only
+        # counting while streaming can enforce the cap.
+        self.send_response(200)
+        self.send_header("content-type", "text/plain")
+        self.end_headers()
+        for _ in range(50):
+            self.wfile.write(b"b" * 10_000)
 
 
 @pytest.fixture(scope="module")
-def site():
+def site() -> Iterator[str]:
     server = http_server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+    server.server_close()
 
 
 ALLOW = FetchSettings(allow_private_urls=True, timeout_seconds=2, max_bytes=100_000, max_redirects=3)
+DENY = ALLOW.model_copy(update={"allow_private_urls": False})
 
 
-def text_of(content, mime=None, settings=ALLOW, max_bytes=1_000_000):
+def text_of(content: Any, mime: str | None = None, settings: FetchSettings = ALLOW, max_bytes: int = 1_000_000) -> str:
     return asyncio.run(document_text(content, mime, settings, max_bytes))
 
 
-def test_html_is_reduced_to_readable_text(site):
-    text = text_of(f"{site}/page.html", "text/html")
-    assert text.startswith("Capybaras")
-    assert "Capybaras are the largest living rodents." in text
-    assert "<" not in text and "alert" not in text and "color:red" not in text and "menu" not in text
+def port_of(site: str) -> str:
+    return site.rsplit(":", 1)[1]
 
 
-def test_declared_text_plain_still_parses_html_and_pdf(site):
-    # The tutorial declares text/plain for every URL; the bytes decide.
-    assert "largest living rodents" in text_of(f"{site}/page.html", "text/plain")
-    assert "Axolotls can regrow their limbs." in text_of(f"{site}/doc.pdf", "text/plain")
+# --- fetching -------------------------------------------------------------------------------
 
 
-def test_pdf_text_and_broken_pdf(site):
-    assert text_of(f"{site}/doc.pdf", "application/pdf").strip() == "Axolotls can regrow their limbs."
-    with pytest.raises(BadRequest, match="could not read PDF"):
-        text_of(f"{site}/broken.pdf", "application/pdf")
-
-
-def test_unsupported_types_say_what_is_supported(site):
-    with pytest.raises(BadRequest, match="image/png.*supported types"):
-        text_of(f"{site}/image.png")
-    with pytest.raises(BadRequest, match="image content"):
-        text_of({"type": "image", "image": {"url": "x"}})
-
-
-def test_redirects_are_followed_and_bounded(site):
-    assert text_of(f"{site}/redirect/2") == "Plain notes about otters."
-    with pytest.raises(BadRequest, match="too many redirects"):
-        text_of(f"{site}/redirect/5")
-    with pytest.raises(BadRequest, match="too many redirects"):
-        text_of(f"{site}/loop")
-
-
-def test_size_time_and_status_are_bounded(site):
-    with pytest.raises(PayloadTooLarge, match="100000 bytes"):
-        text_of(f"{site}/big.txt")
-    with pytest.raises(BadRequest, match="longer than 0.5 s"):
-        text_of(f"{site}/slow", settings=ALLOW.model_copy(update={"timeout_seconds": 0.5}))
-    with pytest.raises(BadRequest, match="HTTP 404"):
-        text_of(f"{site}/missing")
+def test_fetch_returns_bytes_type_charset_and_final_url(site: str) -> None:
+    fetched = asyncio.run(fetch_url(f"{site}/redirect/0", ALLOW))
+    assert fetched.content == b"Plain notes about otters."
+    assert fetched.content_type == "text/plain" and fetched.charset is None
+    assert fetched.final_url == f"{site}/notes.txt"
+    latin = asyncio.run(fetch_url(f"{site}/latin1.txt", ALLOW))
+    assert latin.charset == "iso-8859-1"
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "127.1", "0.0.0.0"])
-def test_loopback_is_refused_unless_allowed(site, host):
-    port = site.rsplit(":", 1)[1]
-    url = f"http://{host}:{port}/notes.txt"
-    with pytest.raises(BadRequest, match="private, loopback or link-local.*allow_private_urls"):
-        asyncio.run(fetch_url(url, FetchSettings(allow_private_urls=False, timeout_seconds=2)))
+def test_loopback_is_refused_unless_allowed(site: str, host: str) -> None:
+    url = f"http://{host}:{port_of(site)}/notes.txt"
+    with pytest.raises(BadRequest, match=r"private, loopback or link-local.*fetch\.allow_private_urls.*"
+                                         r"STACKRAG_ALLOW_PRIVATE_URLS=1"):
+        asyncio.run(fetch_url(url, DENY))
 
 
-def test_credentials_never_appear_in_errors(site):
-    port = site.rsplit(":", 1)[1]
-    with pytest.raises(BadRequest) as err:
-        asyncio.run(fetch_url(f"http://user:hunter2@127.0.0.1:{port}/x", FetchSettings(timeout_seconds=2)))
-    assert "hunter2" not in err.value.message
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_loopback_is_fetched_when_allowed(site: str, host: str) -> None:
+    url = f"http://{host}:{port_of(site)}/notes.txt"
+    assert asyncio.run(fetch_url(url, ALLOW)).content == b"Plain notes about otters."
 
 
 @pytest.mark.parametrize(
-    "address", ["10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1", "::1",
-                "::ffff:127.0.0.1", "fc00::1", "fe80::1", "224.0.0.1", "0.0.0.0"],
+    "address",
+    ["10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1", "198.18.0.1", "127.0.0.1",
+     "0.0.0.0", "224.0.0.1", "240.0.0.1", "255.255.255.255", "::1", "::", "::ffff:127.0.0.1",
+     "::ffff:169.254.169.254", "fc00::1", "fd12:3456::1", "fe80::1", "fe80::1%eth0", "ff02::1",
+     "64:ff9b::a00:1", "2002:7f00:1::1"],
 )
-def test_private_addresses_are_blocked(address):
+def test_private_addresses_are_blocked(address: str) -> None:
     # Checked without connecting: no traffic may go to these addresses from here.
-    with pytest.raises(PrivateAddressError):
+    with pytest.raises(PrivateAddressError, match="private"):
         check_address(address, allow_private=False)
     check_address(address, allow_private=True)
 
 
-def test_public_addresses_pass_the_check():
-    for address in ("8.8.8.8", "2606:4700:4700::1111"):
+def test_public_addresses_pass_the_check() -> None:
+    for address in ("8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"):
         check_address(address, allow_private=False)
 
 
-def test_other_schemes_are_refused():
+class RecordingBackend(httpcore.AsyncNetworkBackend):
+    """Stands in for the real network: records what would be dialled, dials nothing."""
+
+    def __init__(self) -> None:
+        self.dialled: list[str] = []
+
+    async def connect_tcp(self, host: str, port: int, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
+        self.dialled.append(host)
+        raise httpcore.ConnectError("not dialled in tests")
+
+
+def test_any_private_answer_refuses_the_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A name answering with a public and a private address is a rebinding setup: refused outright,
+    # before anything is dialled.
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["8.8.8.8", "169.254.169.254"]
+
+    monkeypatch.setattr(fetch, "resolve", resolve)
+    backend = GuardedBackend(allow_private=False)
+    recorder = RecordingBackend()
+    backend._inner = recorder  # type: ignore[assignment]
+    with pytest.raises(PrivateAddressError, match="169.254.169.254"):
+        asyncio.run(backend.connect_tcp("rebind.example", 80))
+    assert recorder.dialled == []
+
+
+def test_the_checked_address_is_the_one_dialled(site: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The name exists only in our resolver: the connection can only have gone to the address the
+    # guard resolved (and checked), while the request still names the host.
+    async def resolve(host: str, port: int) -> list[str]:
+        assert host == "docs.example"
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(fetch, "resolve", resolve)
+    fetched = asyncio.run(fetch_url(f"http://docs.example:{port_of(site)}/host", ALLOW))
+    assert fetched.content == f"docs.example:{port_of(site)}".encode()
+
+
+def test_unreachable_addresses_fall_through_to_the_next(site: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The test server listens on 127.0.0.1 only, so ::1 is refused (or absent) and 127.0.0.1 answers.
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["::1", "127.0.0.1"]
+
+    monkeypatch.setattr(fetch, "resolve", resolve)
+    assert asyncio.run(fetch_url(f"http://dual.example:{port_of(site)}/notes.txt", ALLOW)).content
+
+
+def test_every_redirect_hop_is_checked(site: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Stand-in for "a public page redirects to a private one": the first loopback address counts
+    # as public here, the second as private.
+    real = fetch.is_blocked
+    monkeypatch.setattr(fetch, "is_blocked", lambda ip: str(ip) == "127.0.0.2" or (real(ip) and str(ip) != "127.0.0.1"))
+    assert asyncio.run(fetch_url(f"{site}/notes.txt", DENY)).content
+    with pytest.raises(BadRequest, match=r"refused to fetch http://127\.0\.0\.2:\d+/notes\.txt.*private"):
+        asyncio.run(fetch_url(f"{site}/to-second-loopback", DENY))
+
+
+def test_redirects_are_followed_and_bounded(site: str) -> None:
+    assert text_of(f"{site}/redirect/1") == "Plain notes about otters."
+    assert text_of(f"{site}/redirect/2") == "Plain notes about otters."
+    with pytest.raises(BadRequest, match="too many redirects"):
+        text_of(f"{site}/redirect/3", settings=ALLOW.model_copy(update={"max_redirects": 2}))
+    with pytest.raises(BadRequest, match="too many redirects"):
+        text_of(f"{site}/loop")
+    with pytest.raises(BadRequest, match="redirects to a non-http URL"):
+        text_of(f"{site}/to-file")
+    with pytest.raises(BadRequest, match="HTTP 302"):
+        text_of(f"{site}/no-location")
+
+
+def test_size_is_capped_by_header_and_while_streaming(site: str) -> None:
+    with pytest.raises(PayloadTooLarge, match="the limit is 100000 bytes"):
+        text_of(f"{site}/big.txt")
+    with pytest.raises(PayloadTooLarge, match="limit of 100000 bytes"):
+        text_of(f"{site}/unsized-big")
+    # The per-document limit tightens the fetch limit.
+    with pytest.raises(PayloadTooLarge, match="100 bytes"):
+        text_of(f"{site}/page.html", max_bytes=100, settings=ALLOW)
+
+
+def test_time_is_bounded(site: str) -> None:
+    short = ALLOW.model_copy(update={"timeout_seconds": 0.5})
+    for path in ("/slow", "/trickle"):
+        started = time.monotonic()
+        with pytest.raises(BadRequest, match="longer than 0.5 s"):
+            text_of(f"{site}{path}", settings=short)
+        assert time.monotonic() - started < 1.5
+
+
+def test_status_and_connection_errors_are_bad_requests(site: str) -> None:
+    with pytest.raises(BadRequest, match=r"HTTP 404 Not Found"):
+        text_of(f"{site}/missing")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    with pytest.raises(BadRequest, match="cannot connect to 127.0.0.1 port .*Connection refused"):
+        asyncio.run(fetch_url(f"http://127.0.0.1:{closed_port}/", ALLOW))
+    with pytest.raises(BadRequest, match="cannot resolve host 'no-such-host.invalid'"):
+        asyncio.run(fetch_url("http://no-such-host.invalid/x", ALLOW))
+    with pytest.raises(BadRequest, match="invalid URL"):
+        asyncio.run(fetch_url("http://host:notaport/x", ALLOW))
+
+
+def test_credentials_never_appear_in_errors(site: str) -> None:
+    for url, settings in [
+        (f"http://user:hunter2@127.0.0.1:{port_of(site)}/x", DENY),
+        (f"http://user:hunter2@127.0.0.1:{port_of(site)}/missing", ALLOW),
+        ("http://user:hunter2@no-such-host.invalid/x", ALLOW),
+    ]:
+        with pytest.raises(BadRequest) as err:
+            asyncio.run(fetch_url(url, settings))
+        assert "hunter2" not in err.value.message and "user" not in err.value.message
+
+
+def test_other_schemes_are_refused() -> None:
     with pytest.raises(BadRequest, match="only be ingested from the CLI"):
         text_of("file:///etc/passwd")
-    with pytest.raises(BadRequest, match="cannot fetch ftp"):
+    with pytest.raises(BadRequest, match="only be ingested from the CLI"):
+        text_of({"uri": "file:///etc/passwd"})
+    with pytest.raises(BadRequest, match="cannot fetch ftp: URLs"):
         asyncio.run(fetch_url("ftp://example.com/x", ALLOW))
 
 
-def test_data_urls():
+def self_signed_certificate(directory: Path) -> tuple[Path, Path] | None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        return None
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+def test_https_sends_the_host_name_and_verifies_the_certificate(tmp_path: Path) -> None:
+    # The guard dials an IP address; TLS must still see the URL's host name (SNI, verification).
+    files = self_signed_certificate(tmp_path)
+    if files is None:
+        pytest.skip("openssl is not installed")
+    names: list[str | None] = []
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*files)
+    context.sni_callback = lambda sock, name, ctx: names.append(name)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve_one() -> None:
+        conn, _ = listener.accept()
+        try:
+            context.wrap_socket(conn, server_side=True).close()
+        except (ssl.SSLError, OSError):
+            pass  # the client rejects the self-signed certificate mid-handshake
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    with pytest.raises(BadRequest, match="CERTIFICATE_VERIFY_FAILED"):
+        asyncio.run(fetch_url(f"https://localhost:{listener.getsockname()[1]}/", ALLOW))
+    thread.join(2)
+    listener.close()
+    assert names == ["localhost"]
+
+
+# --- content --------------------------------------------------------------------------------
+
+
+def test_html_is_reduced_to_readable_text(site: str) -> None:
+    text = text_of(f"{site}/page.html", "text/html")
+    assert text == "Capybaras\n\nAbout capybaras\n\nCapybaras are the largest living rodents.\n\n- They swim.\n- They graze."
+    assert text_of(f"{site}/fragment") == "Fragment text"
+
+
+def test_html_keeps_blocks_collapses_spaces_and_preserves_pre() -> None:
+    html = ("<div>one  <span>two</span>\n three</div><div><div><p>nested</p></div></div>"
+            "<p>a<br>b</p><table><tr><th>k</th><th>v</th></tr><tr><td>1</td><td>2</td></tr></table>"
+            "<pre>def f():\n    return 1</pre><!-- hidden comment --><p hidden>secret</p>")
+    assert html_to_text(html) == "one two three\n\nnested\n\na\nb\n\nk v\n1 2\n\ndef f():\n    return 1"
+    assert html_to_text("<div>" * 5000 + "deep" + "</div>" * 5000) == "deep"
+
+
+def test_declared_text_plain_still_parses_html_and_pdf(site: str) -> None:
+    # The tutorial declares text/plain for every URL; the bytes and the server's type decide.
+    assert "largest living rodents" in text_of(f"{site}/page.html", "text/plain")
+    assert "<" not in text_of(f"{site}/fragment", "text/plain")
+    assert "Axolotls can regrow their limbs." in text_of(f"{site}/doc.pdf", "text/plain")
+
+
+def test_declared_type_wins_otherwise(site: str) -> None:
+    # Markdown that happens to be served as HTML stays as sent.
+    assert text_of(f"{site}/fragment", "text/markdown").startswith("<div>")
+
+
+def test_pdf_text_and_unreadable_pdfs(site: str) -> None:
+    assert text_of(f"{site}/doc.pdf", "application/pdf") == "Axolotls can regrow their limbs."
+    with pytest.raises(BadRequest, match="could not read PDF"):
+        text_of(f"{site}/broken.pdf", "application/pdf")
+    with pytest.raises(BadRequest, match="could not read PDF.*an HTML page, not a PDF"):
+        text_of(f"{site}/login.pdf", "application/pdf")
+    with pytest.raises(BadRequest, match="no extractable text"):
+        text_of(f"{site}/empty.pdf")
+
+
+def test_charsets_and_octet_streams(site: str) -> None:
+    assert text_of(f"{site}/latin1.txt") == "café crème"
+    assert text_of(f"{site}/notes.bin").startswith("# Notes")
+    with pytest.raises(BadRequest, match="application/octet-stream.*supported types"):
+        text_of(f"{site}/blob.bin")
+
+
+def test_unsupported_types_say_what_is_supported(site: str) -> None:
+    with pytest.raises(BadRequest, match="image/png.*supported types: text/plain"):
+        text_of(f"{site}/image.png")
+    with pytest.raises(BadRequest, match="image/png"):
+        text_of(f"{site}/image.png", "image/png")
+    with pytest.raises(BadRequest, match="image content is not supported"):
+        text_of({"type": "image", "image": {"url": "x"}})
+    with pytest.raises(BadRequest, match="unsupported content item"):
+        text_of({"type": "video"})
+
+
+def test_data_urls() -> None:
     assert text_of("data:text/plain;base64," + base64.b64encode("héllo".encode()).decode()) == "héllo"
     assert text_of("data:text/plain,caf%C3%A9%20au%20lait") == "café au lait"
+    assert text_of("data:text/plain;charset=iso-8859-1,caf%E9") == "café"
     assert text_of("data:text/html,%3Cp%3Ehi%3C%2Fp%3E") == "hi"
+    # Unpadded, URL-safe base64 (as browsers and some clients write it).
+    urlsafe = base64.urlsafe_b64encode("??>>".encode()).decode().rstrip("=")
+    assert text_of(f"data:text/plain;base64,{urlsafe}") == "??>>"
     pdf = base64.b64encode(make_pdf("Data URL PDFs work.")).decode()
-    assert text_of(f"data:application/pdf;base64,{pdf}").strip() == "Data URL PDFs work."
+    assert text_of(f"data:application/pdf;base64,{pdf}") == "Data URL PDFs work."
+    assert parse_data_url("data:text/markdown;charset=UTF-8;base64,IyBU") == (b"# T", "text/markdown", "UTF-8")
     with pytest.raises(BadRequest, match="malformed data"):
         text_of("data:text/plain;base64")
+    with pytest.raises(BadRequest, match="malformed base64"):
+        text_of("data:text/plain;base64,@@@")
+    with pytest.raises(PayloadTooLarge, match="limit of 10 bytes"):
+        text_of("data:text/plain," + "x" * 11, max_bytes=10)
+    with pytest.raises(BadRequest, match="image/png"):
+        text_of("data:image/png;base64,iVBORw0KGgo=")
 
 
-def test_extract_text_normalises():
+def test_content_shapes() -> None:
+    assert text_of("just some text") == "just some text"
+    assert text_of({"type": "text", "text": "inline"}) == "inline"
+    assert text_of(["one", {"type": "text", "text": "two"}, "data:,three"]) == "one\ntwo\nthree"
+    # Prose that begins like a URL is still prose.
+    assert text_of("http://example.com is a placeholder domain") == "http://example.com is a placeholder domain"
+    assert text_of("data: the numbers speak") == "data: the numbers speak"
+    assert text_of("<p>inline <b>html</b></p>", "text/html") == "inline html"
+    with pytest.raises(PayloadTooLarge):
+        text_of("x" * 11, max_bytes=10)
+    # Items of one document share its limit.
+    with pytest.raises(PayloadTooLarge):
+        text_of(["x" * 6, "y" * 6], max_bytes=10)
+    with pytest.raises(BadRequest, match="no content"):
+        text_of(None)
+
+
+def test_extract_text_normalises() -> None:
     assert extract_text(b"a\r\nb\rc\x00d\n\n\n\ne", "text/markdown") == "a\nb\ncd\n\ne"
+    assert extract_text("\ufeffBOM".encode("utf-8"), "text/x-rst") == "BOM"
+    assert extract_text("utf-16 text".encode("utf-16"), None) == "utf-16 text"
+    assert extract_text(b"\xfe invalid \xc3", "text/plain") == "\ufffd invalid \ufffd"
 
 
-def test_server_ingests_pdf_and_html_urls(stack, site):
+def test_extract_text_names_the_source() -> None:
+    with pytest.raises(BadRequest, match=r"image/gif \(http://x/y\.gif\)"):
+        extract_text(b"GIF89a", None, None, "image/gif", source="http://x/y.gif")
+
+
+# --- through the server ---------------------------------------------------------------------
+
+
+def test_server_ingests_pdf_and_html_urls(stack, site: str) -> None:
     client = LlamaStackClient(base_url=stack.url)
     db = new_id("docs")
     client.vector_dbs.register(vector_db_id=db, embedding_model="all-MiniLM-L6-v2")
@@ -210,7 +500,7 @@ def test_server_ingests_pdf_and_html_urls(stack, site):
     client.vector_dbs.unregister(vector_db_id=db)
 
 
-def test_server_rejects_a_failing_document_and_writes_nothing(stack, site):
+def test_server_rejects_a_failing_document_and_writes_nothing(stack, site: str) -> None:
     client = LlamaStackClient(base_url=stack.url)
     db = new_id("docs")
     client.vector_dbs.register(vector_db_id=db, embedding_model="all-MiniLM-L6-v2")
@@ -225,7 +515,7 @@ def test_server_rejects_a_failing_document_and_writes_nothing(stack, site):
     client.vector_dbs.unregister(vector_db_id=db)
 
 
-def test_cli_style_local_file_as_data_url(stack, tmp_path: Path):
+def test_cli_style_local_file_as_data_url(stack, tmp_path: Path) -> None:
     from stackrag.cli import _document
 
     path = tmp_path / "guide.md"

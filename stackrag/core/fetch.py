@@ -2,46 +2,77 @@
 
 The private-address check happens when the socket is opened, on the address actually dialled:
 a name that resolves to 127.0.0.1, a redirect to a private host, or a DNS answer that changes
-between a check and the connect (rebinding) all meet the same guard.
+between a check and the connect (rebinding) all meet the same guard, because the checked address
+is the one connected to (TLS still verifies the certificate against the URL's host name).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
+import os
 import socket
+import ssl
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
+import anyio
 import httpcore
 import httpx
 
 from ..config import FetchSettings
 from ..errors import BadRequest, PayloadTooLarge
 
-# Ranges `ipaddress` does not flag as private but that no user document should come from.
-EXTRA_BLOCKED = [ipaddress.ip_network(n) for n in ("100.64.0.0/10", "192.0.0.0/24", "198.18.0.0/15")]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Ranges `ipaddress` does not flag as private in every Python version, but that no user document
+# should come from: carrier-grade NAT, IETF protocol assignments, benchmarking, local-use NAT64.
+EXTRA_BLOCKED = [
+    ipaddress.ip_network(n)
+    for n in ("100.64.0.0/10", "192.0.0.0/24", "198.18.0.0/15", "64:ff9b:1::/48")
+]
+# Well-known NAT64 prefix: the last 32 bits are an IPv4 address the gateway will dial for us.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
 ALLOW_HINT = "set fetch.allow_private_urls: true in the config or STACKRAG_ALLOW_PRIVATE_URLS=1 to allow it"
+USER_AGENT = "stackrag (document fetch)"
 
 
 class PrivateAddressError(Exception):
-    pass
+    """Raised inside the connection pool; it passes through httpcore and httpx unchanged."""
 
 
 @dataclass
 class Fetched:
     content: bytes
-    content_type: str | None
+    content_type: str | None  # the media type without parameters, lower case
     charset: str | None
     final_url: str
 
 
-def is_blocked(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (mapped, 6to4, NAT64), if any."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def is_blocked(ip: IPAddress) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address):
+        # ::ffff:a.b.c.d is a.b.c.d on the wire; 6to4 and NAT64 reach a.b.c.d through a gateway.
+        if ip.ipv4_mapped is not None:
+            return is_blocked(ip.ipv4_mapped)
+        inner = embedded_ipv4(ip)
+        if inner is not None and is_blocked(inner):
+            return True
     return (
-        ip.is_private
+        not ip.is_global
+        or ip.is_private
         or ip.is_loopback
         or ip.is_link_local
         or ip.is_multicast
@@ -52,16 +83,29 @@ def is_blocked(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 
 def check_address(address: str, allow_private: bool) -> None:
+    """Raise PrivateAddressError for an address a fetch must not reach (unless allowed)."""
     if allow_private:
         return
-    if is_blocked(ipaddress.ip_address(address.split("%")[0])):
+    # getaddrinfo gives link-local IPv6 answers with a zone ("fe80::1%eth0").
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if is_blocked(ip):
         raise PrivateAddressError(f"the address {address} is private, loopback or link-local; {ALLOW_HINT}")
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """The host's addresses in resolver order, without duplicates."""
+    try:
+        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+        raise httpcore.ConnectError(f"cannot resolve host {host!r} ({reason})") from exc
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """Resolves each host itself, refuses private targets, and dials the checked address."""
 
-    def __init__(self, allow_private: bool):
+    def __init__(self, allow_private: bool) -> None:
         self._inner = httpcore.AnyIOBackend()
         self._allow_private = allow_private
 
@@ -71,88 +115,166 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         port: int,
         timeout: float | None = None,
         local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise httpcore.ConnectError(f"cannot resolve host {host!r}") from exc
-        addresses = [info[4][0] for info in infos]
+        addresses = await resolve(host, port)
+        # Every answer is checked, not just the one dialled: a name mixing public and private
+        # answers is a rebinding setup, not an accident.
         for address in addresses:
             check_address(address, self._allow_private)
-        return await self._inner.connect_tcp(addresses[0], port, timeout, local_address, socket_options)
+        failure: httpcore.ConnectError | httpcore.ConnectTimeout = httpcore.ConnectError("no addresses")
+        # Try each address in turn (localhost is often ::1 then 127.0.0.1, with a server on only one).
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+        raise type(failure)(f"cannot connect to {host} port {port} ({root_cause(failure)})") from failure
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
         raise PrivateAddressError("unix sockets are never fetched")
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
 
 
+def root_cause(exc: BaseException) -> str:
+    """The most specific reason in an exception chain ("Connection refused", not "All connection
+    attempts failed")."""
+    reason = str(exc) or type(exc).__name__
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno:
+            reason = os.strerror(current.errno)
+        current = current.__cause__
+    return reason
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    # Loading the CA bundle takes milliseconds; one context serves every fetch.
+    return httpx.create_ssl_context(trust_env=False)
+
+
 class GuardedTransport(httpx.AsyncHTTPTransport):
-    def __init__(self, allow_private: bool):
-        super().__init__(trust_env=False)
-        # httpx exposes no network_backend option; its pool is rebuilt with ours (same TLS context).
-        ssl_context = self._pool._ssl_context
+    """httpx's own transport (request/response mapping, error mapping) over the guarded backend."""
+
+    def __init__(self, allow_private: bool) -> None:
+        super().__init__(verify=tls_context(), trust_env=False)
+        # httpx has no network_backend option, so the pool it built is replaced with one that has.
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context, max_connections=10, network_backend=GuardedBackend(allow_private)
+            ssl_context=tls_context(), max_connections=4, network_backend=GuardedBackend(allow_private)
         )
 
 
 def display_url(url: str) -> str:
-    """The URL without user:password, for messages and logs."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    """The URL without user:password, for messages and logs; never raises."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid URL>"
+    host = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
 
 
-async def fetch_url(url: str, settings: FetchSettings) -> Fetched:
-    scheme = urlsplit(url).scheme.lower()
-    if scheme not in ("http", "https"):
-        raise BadRequest(f"cannot fetch {scheme or 'scheme-less'} URLs; use http(s) or a data: URL")
+def redact(message: str, url: str) -> str:
+    """A library message with the URL's credentials removed, should it quote them."""
     try:
-        return await asyncio.wait_for(_fetch(url, settings), timeout=settings.timeout_seconds)
-    except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return message
+    userinfo = netloc.rpartition("@")[0]
+    if userinfo:
+        message = message.replace(userinfo, "***")
+        password = userinfo.partition(":")[2]
+        if len(password) >= 4:
+            message = message.replace(password, "***")
+    return message
+
+
+async def fetch_url(url: str, settings: FetchSettings) -> Fetched:
+    check_url(url)
+    try:
+        async with asyncio.timeout(settings.timeout_seconds):
+            return await _follow(url, settings)
+    except (TimeoutError, httpx.TimeoutException) as exc:
         raise BadRequest(f"fetching {display_url(url)} took longer than {settings.timeout_seconds:g} s") from exc
 
 
-async def _fetch(url: str, settings: FetchSettings) -> Fetched:
+def check_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise BadRequest(f"invalid URL {display_url(url)}: {exc}") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        shown = f"{scheme}:" if scheme else "scheme-less"
+        raise BadRequest(f"cannot fetch {shown} URLs; use http(s) or a data: URL")
+    if not parts.hostname:
+        raise BadRequest(f"invalid URL {display_url(url)}: no host")
+
+
+async def _follow(url: str, settings: FetchSettings) -> Fetched:
     timeout = httpx.Timeout(settings.timeout_seconds)
+    headers = {"user-agent": USER_AGENT, "accept": "*/*"}
     transport = GuardedTransport(settings.allow_private_urls)
-    async with httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False,
-                                 trust_env=False) as client:
+    async with httpx.AsyncClient(
+        transport=transport, timeout=timeout, follow_redirects=False, trust_env=False, headers=headers
+    ) as client:
         current = url
         for _ in range(settings.max_redirects + 1):
-            try:
-                async with client.stream("GET", current) as response:
-                    if response.is_redirect:
-                        location = response.headers.get("location", "")
-                        current = str(response.url.join(location))
-                        if urlsplit(current).scheme not in ("http", "https"):
-                            raise BadRequest(f"{display_url(url)} redirects to a non-http URL")
-                        continue
-                    if response.status_code >= 400:
-                        raise BadRequest(f"fetching {display_url(current)} failed: HTTP {response.status_code}")
-                    content = await _read_capped(response, settings.max_bytes, current)
-                    return Fetched(content, _media_type(response), response.charset_encoding, str(response.url))
-            except PrivateAddressError as exc:
-                raise BadRequest(f"refused to fetch {display_url(current)}: {exc}") from exc
-            except httpx.TimeoutException:
-                raise
-            except httpx.HTTPError as exc:
-                cause = exc.__cause__ if isinstance(exc.__cause__, PrivateAddressError) else None
-                if cause is not None:
-                    raise BadRequest(f"refused to fetch {display_url(current)}: {cause}") from exc
-                raise BadRequest(f"fetching {display_url(current)} failed: {type(exc).__name__}: {exc}") from exc
+            outcome = await _get(client, current, settings.max_bytes)
+            if isinstance(outcome, Fetched):
+                return outcome
+            current = outcome
         raise BadRequest(f"fetching {display_url(url)}: too many redirects (more than {settings.max_redirects})")
 
 
+async def _get(client: httpx.AsyncClient, url: str, max_bytes: int) -> Fetched | str:
+    """One request: the document, or the URL a redirect points to."""
+    try:
+        async with client.stream("GET", url) as response:
+            # has_redirect_location, not is_redirect: a 304 or a 3xx without Location is no redirect.
+            if response.has_redirect_location:
+                return _redirect_target(response, url)
+            if not response.is_success:
+                reason = f" {response.reason_phrase}" if response.reason_phrase else ""
+                raise BadRequest(f"fetching {display_url(url)} failed: HTTP {response.status_code}{reason}")
+            content = await _read_capped(response, max_bytes, url)
+            return Fetched(content, _media_type(response), response.charset_encoding, str(response.url))
+    except PrivateAddressError as exc:
+        raise BadRequest(f"refused to fetch {display_url(url)}: {exc}") from exc
+    except httpx.TimeoutException:
+        raise
+    except httpx.InvalidURL as exc:
+        raise BadRequest(f"invalid URL {display_url(url)}: {redact(str(exc), url)}") from exc
+    except httpx.ConnectError as exc:
+        raise BadRequest(f"could not fetch {display_url(url)}: {redact(str(exc), url)}") from exc
+    except httpx.HTTPError as exc:
+        reason = redact(str(exc), url) or type(exc).__name__
+        raise BadRequest(f"fetching {display_url(url)} failed: {reason}") from exc
+
+
+def _redirect_target(response: httpx.Response, url: str) -> str:
+    location = response.headers["location"]
+    try:
+        target = str(response.url.join(location))
+    except httpx.InvalidURL as exc:
+        raise BadRequest(f"{display_url(url)} redirects to an invalid URL") from exc
+    if urlsplit(target).scheme not in ("http", "https"):
+        raise BadRequest(f"{display_url(url)} redirects to a non-http URL ({display_url(target)})")
+    return target
+
+
 async def _read_capped(response: httpx.Response, max_bytes: int, url: str) -> bytes:
-    declared = response.headers.get("content-length", "")
+    declared = response.headers.get("content-length", "").strip()
     if declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"{display_url(url)} is {declared} bytes; the limit is {max_bytes} bytes")
     chunks: list[bytes] = []
@@ -167,5 +289,5 @@ async def _read_capped(response: httpx.Response, max_bytes: int, url: str) -> by
 
 
 def _media_type(response: httpx.Response) -> str | None:
-    value = response.headers.get("content-type")
-    return value.split(";")[0].strip().lower() if value else None
+    value = response.headers.get("content-type", "")
+    return value.split(";")[0].strip().lower() or None
