@@ -172,7 +172,10 @@ class MilvusIndex:
     def _has_sparse(self, name: str) -> bool:
         if name not in self._schema_cache:
             info = self._call(lambda c: c.describe_collection(name))
-            self._schema_cache[name] = any(f["name"] == "sparse" for f in info["fields"])
+            # The BM25 function, not just a field named "sparse", makes keyword search possible.
+            self._schema_cache[name] = any(
+                "sparse" in (f.get("output_field_names") or []) for f in info.get("functions") or []
+            )
         return self._schema_cache[name]
 
     def capabilities(self, name: str | None = None) -> IndexCapabilities:
@@ -216,6 +219,10 @@ class MilvusIndex:
             # A server that reports a new version but lacks BM25 (e.g. a restricted cloud tier).
             log.warning("creating %s with BM25 failed (%s); using dense search only", name, exc)
             self._bm25 = False
+            # The failed attempt can leave a half-made collection (Milvus 2.3 keeps it, sparse field
+            # included, and dies when loading it): anything here now is that leftover.
+            if self.exists(name):
+                self._call(lambda c: c.drop_collection(name))
             self._call(lambda c: self._create(c, name, dimension, False))
         self._schema_cache.pop(name, None)
         self._loaded.add(name)
