@@ -45,6 +45,7 @@ test-slow: dev
 	bash tests/run_slow.sh
 
 bench: install
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/ingest_query.py
 
 clean:

@@ -134,7 +134,7 @@ def ingest(sources: tuple[str, ...], vector_db: str, url: str, chunk_size: int, 
 @click.option("--vector-db", "vector_db", required=True)
 @click.option("--url", default=DEFAULT_URL, show_default=True, envvar="STACKRAG_URL")
 @click.option("--max-chunks", default=5, show_default=True)
-@click.option("--mode", type=click.Choice(["vector", "keyword", "hybrid"]), default="vector", show_default=True)
+@click.option("--mode", type=click.Choice(["vector", "keyword", "hybrid"]), default="hybrid", show_default=True)
 def query(text: str, vector_db: str, url: str, max_chunks: int, mode: str) -> None:
     """Search a vector DB and print the best chunks with their scores."""
     with _client(url) as client:
@@ -156,21 +156,36 @@ def query(text: str, vector_db: str, url: str, max_chunks: int, mode: str) -> No
 @click.option("--corpus", required=True, type=click.Path(exists=True, file_okay=False),
               help="folder of documents; a document's id is its path in the folder")
 @click.option("--url", default=DEFAULT_URL, show_default=True, envvar="STACKRAG_URL")
-@click.option("--mode", type=click.Choice(["vector", "keyword", "hybrid"]), default="vector", show_default=True)
+@click.option("--mode", type=click.Choice(["vector", "keyword", "hybrid"]), default="hybrid", show_default=True)
 @click.option("--chunk-size", default=512, show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="also write the full result here")
-def evaluate(questions: str, corpus: str, url: str, mode: str, chunk_size: int, json_out: str | None) -> None:
-    """Measure retrieval: recall@k, MRR@10, nDCG@10 per question kind, and latency."""
+@click.option("--answers", "answer_model", metavar="MODEL",
+              help="also ask an agent on this chat model every question and score its answers (slow)")
+def evaluate(questions: str, corpus: str, url: str, mode: str, chunk_size: int, json_out: str | None,
+             answer_model: str | None) -> None:
+    """Measure retrieval: recall@k, MRR@10, nDCG@10 per question kind, and latency; with --answers,
+    the answers too (key-fact recall, declined questions)."""
     import json
+    import uuid
 
     from rich.console import Console
     from rich.table import Table
 
-    from .eval import run_eval
+    from .eval import load_questions, run_answer_eval, run_eval
 
+    vector_db_id = f"eval-{uuid.uuid4().hex[:10]}"
     try:
         result = run_eval(url, Path(questions), Path(corpus), mode=mode, chunk_size=chunk_size,
+                          vector_db_id=vector_db_id, keep=bool(answer_model),
                           progress=lambda done, total: click.echo(f"ingested {done}/{total} documents", err=True))
+        if answer_model:
+            try:
+                result["answers"] = run_answer_eval(
+                    url, load_questions(Path(questions)), vector_db_id, answer_model,
+                    progress=lambda done, total: click.echo(f"answered {done}/{total} questions", err=True))
+            finally:
+                with _client(url) as client:
+                    client.delete(f"/v1/vector-dbs/{vector_db_id}")
     except (httpx.HTTPError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     table = Table(title=f"retrieval ({mode}, {chunk_size}-token chunks, {result['ingestion']['chunks']} chunks)")
@@ -183,6 +198,12 @@ def evaluate(questions: str, corpus: str, url: str, mode: str, chunk_size: int, 
     click.echo(f"latency p50 {result['latency_ms']['p50']} ms, p99 {result['latency_ms']['p99']} ms; "
                f"median top score: answerable {result['top_score']['answerable_median']}, "
                f"unanswerable {result['top_score']['unanswerable_median']}")
+    answers = result.get("answers")
+    if answers:
+        ok, no = answers["answerable"], answers["unanswerable"]
+        click.echo(f"answers ({answers['model']}): key-fact recall {ok['fact_recall']} over {ok['n']} questions, "
+                   f"{ok['declined']} of them declined; {no['declined']}/{no['n']} unanswerable declined; "
+                   f"turn p50 {answers['turn_seconds_p50']} s")
     if json_out:
         Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
 

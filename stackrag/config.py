@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -85,6 +85,28 @@ class IngestionSettings(BaseModel):
     max_documents_per_request: int = 1000
     max_chunks_per_request: int = 100_000
     embedding_batch_size: int = 32
+    # How documents become chunks and what gets embedded; the defaults won the comparison in
+    # docs/retrieval.md. "tokens": overlapping token windows. "structure": Markdown/reST chunks
+    # follow sections and keep code blocks whole (other text still gets token windows).
+    chunking: Literal["tokens", "structure"] = "tokens"
+    # Embed each window as "title > section" + text (the stored text is unchanged).
+    embed_titles: bool = False
+    # Tokens per embedding window; None = as many as the embedding model reads.
+    window_tokens: int | None = Field(default=None, ge=32)
+
+
+class RetrievalSettings(BaseModel):
+    """Search defaults for requests that do not choose (docs/retrieval.md has the measurements)."""
+
+    mode: Literal["vector", "keyword", "hybrid"] = "hybrid"
+    # Fusion of dense and keyword results in hybrid mode.
+    ranker: dict[str, Any] = Field(default_factory=lambda: {"type": "rrf", "impact_factor": 60.0})
+    # knowledge_search (rag-tool query, agents) answers "no relevant context" when the best chunk's
+    # cosine similarity to the question is below this; None turns the check off.
+    relevance_threshold: float | None = Field(default=0.4, ge=-1.0, le=1.0)
+    # A question this similar to "what do these documents cover?" gets each document's opening
+    # passage instead of a search; None turns the overview off.
+    overview_similarity: float | None = Field(default=0.45, ge=-1.0, le=1.0)
 
 
 def _default_providers() -> dict[str, list[Provider]]:
@@ -123,6 +145,7 @@ class RunConfig(BaseModel):
     server: ServerSettings = Field(default_factory=ServerSettings)
     fetch: FetchSettings = Field(default_factory=FetchSettings)
     ingestion: IngestionSettings = Field(default_factory=IngestionSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()

@@ -14,6 +14,7 @@ import base64
 import json
 import math
 import mimetypes
+import re
 import statistics
 import time
 import uuid
@@ -35,6 +36,7 @@ class Question:
     question: str
     relevant: list[str]
     kind: str = "all"
+    answer: str = ""
 
 
 @dataclass
@@ -54,7 +56,7 @@ def load_questions(path: Path) -> list[Question]:
         row = json.loads(line)
         try:
             questions.append(Question(str(row["id"]), row["question"], list(row.get("relevant") or []),
-                                      row.get("kind") or "all"))
+                                      row.get("kind") or "all", row.get("answer") or ""))
         except KeyError as exc:
             raise ValueError(f"{path}:{number}: missing field {exc}") from exc
     return questions
@@ -111,11 +113,13 @@ def ingest(http: httpx.Client, vector_db_id: str, corpus: Path, chunk_size: int,
     return {"documents": len(documents), "chunks": chunks, "seconds": round(time.perf_counter() - started, 2)}
 
 
-def ask(http: httpx.Client, vector_db_id: str, question: Question, mode: str) -> Scored:
+def ask(http: httpx.Client, vector_db_id: str, question: Question, mode: str | dict[str, Any]) -> Scored:
+    """One vector-io query; `mode` is a mode name or the search params (mode, ranker)."""
+    params = {"mode": mode} if isinstance(mode, str) else dict(mode)
     started = time.perf_counter()
     r = http.post("/v1/vector-io/query", json={
         "vector_db_id": vector_db_id, "query": question.question,
-        "params": {"max_chunks": DEPTH, "mode": mode, "score_threshold": -1.0},
+        "params": {"max_chunks": DEPTH, "score_threshold": -1.0, **params},
     })
     r.raise_for_status()
     latency = (time.perf_counter() - started) * 1000
@@ -174,4 +178,102 @@ def run_eval(url: str, questions_path: Path, corpus: Path, mode: str = "vector",
         "questions": [{"id": r.question.id, "kind": r.question.kind, "ranked": r.ranked_documents[:5],
                        "relevant": r.question.relevant, "top_score": round(r.top_score, 4), **r.metrics}
                       for r in results],
+    }
+
+
+# -- answers ---------------------------------------------------------------------------------
+#
+# An answer is scored by key-fact recall: the share of the reference answer's content words
+# (lower-cased, stop words dropped, plural/verb endings trimmed; numbers and identifiers such as
+# "quantize_base" count as words) that the agent's answer contains. It is blunt (a paraphrase
+# loses credit, a wrong answer that repeats the question's words gains some) but needs no judge
+# model, and it moves with the thing we change: which passages the model was shown.
+
+STOP_WORDS = frozenset("""a an the of to in on for and or is are was were be been being do does did i my me we you
+your it its this that these those which what when where why how with without from by as at can could should will
+would if than then there their them they into about over under not no yes so such more most much many also only
+just very each both all any some other one s t""".split())
+# The phrases an answer that declines uses (ours, and what models say when told to decline).
+DECLINE_PATTERNS = re.compile(
+    r"could not find anything|cannot answer|can't answer|i don't know|i do not know|no (?:relevant )?information|"
+    r"(?:documents?|excerpts?|context|sources?) (?:do(?:es)? not|don't|doesn't) (?:contain|mention|cover|say)|"
+    r"not (?:mentioned|covered|provided|found) in the (?:documents?|excerpts?|context)",
+    re.IGNORECASE,
+)
+
+
+def key_terms(text: str) -> set[str]:
+    terms = set()
+    for word in re.findall(r"[A-Za-z0-9_.+-]*[A-Za-z0-9]", text.lower()):
+        if word in STOP_WORDS or (len(word) < 2 and not word.isdigit()):
+            continue
+        for suffix in ("ing", "ed", "es", "s"):
+            if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.isdigit():
+                word = word[: -len(suffix)]
+                break
+        terms.add(word)
+    return terms
+
+
+def fact_recall(answer: str, reference: str) -> float:
+    wanted = key_terms(reference)
+    return len(wanted & key_terms(answer)) / len(wanted) if wanted else 0.0
+
+
+def declines(answer: str) -> bool:
+    return bool(DECLINE_PATTERNS.search(answer))
+
+
+def ask_agent(http: httpx.Client, agent_id: str, question: Question) -> tuple[str, float]:
+    session = http.post(f"/v1/agents/{agent_id}/session", json={"session_name": f"eval-{question.id}"})
+    session.raise_for_status()
+    started = time.perf_counter()
+    r = http.post(f"/v1/agents/{agent_id}/session/{session.json()['session_id']}/turn",
+                  json={"messages": [{"role": "user", "content": question.question}], "stream": False})
+    r.raise_for_status()
+    content = r.json()["output_message"]["content"]
+    return (content if isinstance(content, str) else json.dumps(content)), time.perf_counter() - started
+
+
+def run_answer_eval(url: str, questions: list[Question], vector_db_id: str, model: str,
+                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Ask an agent (retrieve-first RAG over `vector_db_id`) every question and score its answers:
+    key-fact recall for answerable questions, declining for unanswerable ones (no `relevant`)."""
+    with httpx.Client(base_url=url, timeout=httpx.Timeout(900.0, connect=10.0)) as http:
+        r = http.post("/v1/agents", json={"agent_config": {
+            "model": model, "instructions": "You are a helpful assistant. Answer briefly.",
+            "toolgroups": [{"name": "builtin::rag/knowledge_search", "args": {"vector_db_ids": [vector_db_id]}}],
+            "sampling_params": {"strategy": {"type": "greedy"}, "max_tokens": 256},
+            "enable_session_persistence": False,
+        }})
+        r.raise_for_status()
+        agent_id = r.json()["agent_id"]
+        rows = []
+        for done, q in enumerate(questions, start=1):
+            answer, seconds = ask_agent(http, agent_id, q)
+            row = {"id": q.id, "kind": q.kind, "declined": declines(answer), "seconds": round(seconds, 2),
+                   "answer": answer}
+            if q.relevant:
+                row["fact_recall"] = round(fact_recall(answer, q.answer), 4)
+            rows.append(row)
+            if progress:
+                progress(done, len(questions))
+    answerable = [r for r in rows if "fact_recall" in r]
+    unanswerable = [r for r in rows if "fact_recall" not in r]
+    kinds = sorted({r["kind"] for r in answerable})
+
+    def mean(values: list[float]) -> float | None:
+        return round(statistics.fmean(values), 4) if values else None
+
+    return {
+        "model": model,
+        "answerable": {
+            "n": len(answerable),
+            "fact_recall": mean([r["fact_recall"] for r in answerable]),
+            "by_kind": {k: mean([r["fact_recall"] for r in answerable if r["kind"] == k]) for k in kinds},
+            "declined": sum(r["declined"] for r in answerable),
+        },
+        "unanswerable": {"n": len(unanswerable), "declined": sum(r["declined"] for r in unanswerable)},
+        "turn_seconds_p50": round(statistics.median(r["seconds"] for r in rows), 2) if rows else None,
+        "questions": rows,
     }

@@ -32,6 +32,17 @@ def rag_db(agent_stack, docs_url):
     return register_tutorial_db(agent_stack.url, docs_url, 512)
 
 
+def rag_turn_events(url: str, vector_db_id: str, question: str) -> tuple[Agent, str, list]:
+    """A fresh RAG agent and session, one streamed turn: (agent, session_id, event payloads)."""
+    agent = Agent(LlamaStackClient(base_url=url), AgentConfig(
+        model=MODEL, instructions="You are a helpful assistant. Answer briefly.", enable_session_persistence=False,
+        toolgroups=[{"name": "builtin::rag/knowledge_search", "args": {"vector_db_ids": [vector_db_id]}}],
+    ))
+    session_id = agent.create_session("test")
+    chunks = agent.create_turn(messages=[{"role": "user", "content": question}], session_id=session_id, stream=True)
+    return agent, session_id, [c.event.payload for c in chunks]
+
+
 def test_tutorial_program_runs_unchanged(agent_stack, docs_url):
     env = {**os.environ, "LLAMA_STACK_PORT": str(agent_stack.port), "DOCS_BASE_URL": docs_url}
     env.pop("INFERENCE_MODEL", None)  # the tutorial's own model id, mapped by the config
@@ -47,16 +58,8 @@ def test_tutorial_program_runs_unchanged(agent_stack, docs_url):
 
 def test_rag_turn_events_follow_the_spec(agent_stack, rag_db):
     client = LlamaStackClient(base_url=agent_stack.url)
-    agent = Agent(client, AgentConfig(
-        model=MODEL, instructions="You are a helpful assistant. Answer briefly.", enable_session_persistence=False,
-        toolgroups=[{"name": "builtin::rag/knowledge_search", "args": {"vector_db_ids": [rag_db]}}],
-    ))
-    session_id = agent.create_session("events")
-    chunks = list(agent.create_turn(
-        messages=[{"role": "user", "content": "What attention mechanism does Llama3-8B use?"}],
-        session_id=session_id, stream=True,
-    ))
-    payloads = [c.event.payload for c in chunks]
+    agent, session_id, payloads = rag_turn_events(agent_stack.url, rag_db,
+                                                  "What attention mechanism does Llama3-8B use?")
     kinds = [(p.event_type, getattr(p, "step_type", None)) for p in payloads]
     assert kinds[:3] == [("step_start", "inference"), ("step_progress", "inference"), ("step_complete", "inference")]
     assert kinds[3:6] == [("step_start", "tool_execution"), ("step_progress", "tool_execution"),
@@ -85,6 +88,20 @@ def test_rag_turn_events_follow_the_spec(agent_stack, rag_db):
     step = client.agents.steps.retrieve(agent_id=agent.agent_id, session_id=session_id, turn_id=turn.turn_id,
                                         step_id=tool_step.step_id)
     assert step.step.step_type == "tool_execution"
+
+
+def test_a_question_the_documents_do_not_cover_is_declined(agent_stack, rag_db):
+    """No relevant chunk: the agent says so, in the same event shape, instead of answering from memory."""
+    from stackrag.core.agents import NO_CONTEXT_ANSWER
+
+    _, _, payloads = rag_turn_events(agent_stack.url, rag_db, "What is the capital city of Australia?")
+    turn = payloads[-1].turn
+    assert turn.output_message.content == NO_CONTEXT_ANSWER
+    tool_step = next(s for s in turn.steps if s.step_type == "tool_execution")
+    assert tool_step.tool_responses[0].metadata["document_ids"] == []
+    assert [s.step_type for s in turn.steps] == ["inference", "tool_execution", "inference"]
+    assert "".join(p.delta.text for p in payloads if p.event_type == "step_progress"
+                   and p.step_type == "inference" and p.delta.type == "text") == NO_CONTEXT_ANSWER
 
 
 def test_multi_turn_keeps_the_conversation(agent_stack):

@@ -165,3 +165,29 @@ def test_inline_text_data_url_and_html(stack):
     assert set(found) == {"inline", "data", "html"}
     assert found["inline"].metadata["kind"] == "inline"
     client.vector_dbs.unregister(vector_db_id=db)
+
+
+def test_a_question_the_documents_do_not_cover_gets_no_chunks(stack, tutorial_db):
+    """Below the relevance threshold (retrieval.relevance_threshold) nothing is returned, rather
+    than the five least unrelated chunks."""
+    client = LlamaStackClient(base_url=stack.url)
+    result = client.tool_runtime.rag_tool.query(content="What is the capital city of Australia?",
+                                                vector_db_ids=[tutorial_db])
+    assert result.content is None
+    assert result.metadata["document_ids"] == []
+    # The same store still answers what it covers.
+    covered = client.tool_runtime.rag_tool.query(content="How does LoRA reduce the number of trainable parameters?",
+                                                 vector_db_ids=[tutorial_db])
+    assert covered.metadata["document_ids"][0] == "num-3"
+
+
+def test_a_question_about_the_whole_collection_gets_each_documents_opening(stack, tutorial_db):
+    client = LlamaStackClient(base_url=stack.url)
+    result = client.tool_runtime.rag_tool.query(
+        content="What are the top 5 topics that were explained? Only list succinct bullet points.",
+        vector_db_ids=[tutorial_db])
+    assert sorted(result.metadata["document_ids"]) == ["num-0", "num-1", "num-2", "num-3"]
+    # Each is its document's opening chunk: the document's title is in it.
+    titles = {"num-0": "Llama3", "num-1": "Llama3", "num-2": "Memory Optimization", "num-3": "LoRA"}
+    for doc_id, chunk in zip(result.metadata["document_ids"], result.metadata["chunks"]):
+        assert titles[doc_id].lower() in chunk.lower(), (doc_id, chunk[:200])

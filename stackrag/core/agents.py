@@ -29,13 +29,13 @@ log = logging.getLogger(__name__)
 AGENTS = "agents"
 SESSIONS = "sessions"
 DEFAULT_MAX_INFER_ITERS = 10
-# Below this cosine score the best match says little: the question is likely about the collection
-# as a whole, and the documents' opening passages serve it better (toolgroup arg `overview_below`).
-DEFAULT_OVERVIEW_BELOW = 0.3
 # Below this many tokens of room, retrieved context is not worth sending.
 MIN_CONTEXT_TOKENS = 256
 
-KnowledgeSearch = Callable[[list[str], str, RAGQueryConfig, "float | None"], Awaitable[RAGResult]]
+KnowledgeSearch = Callable[[list[str], str, RAGQueryConfig], Awaitable[RAGResult]]
+RAGConfigParser = Callable[[dict[str, Any] | None], RAGQueryConfig]
+# The answer when the documents hold nothing relevant: said plainly, not invented by the model.
+NO_CONTEXT_ANSWER = "I could not find anything about this in the documents, so I cannot answer it from them."
 
 
 def now() -> str:
@@ -47,7 +47,6 @@ class RAGTool:
     vector_db_ids: list[str]
     query_config: dict[str, Any]
     mode: str  # retrieve_first | model_decides
-    overview_below: float | None = DEFAULT_OVERVIEW_BELOW
 
 
 @dataclass
@@ -94,10 +93,7 @@ def rag_tool_of(toolgroups: list[Any], default_mode: str) -> RAGTool | None:
         if mode not in ("retrieve_first", "model_decides"):
             raise BadRequest("args.retrieval must be 'retrieve_first' or 'model_decides'")
         if found is None:
-            overview = args.get("overview_below", DEFAULT_OVERVIEW_BELOW)
-            if overview is not None and not isinstance(overview, (int, float)):
-                raise BadRequest("args.overview_below must be a number (a cosine score) or null")
-            found = RAGTool(list(ids), dict(args.get("query_config") or {}), mode, overview)
+            found = RAGTool(list(ids), dict(args.get("query_config") or {}), mode)
         else:
             found.vector_db_ids += [i for i in ids if i not in found.vector_db_ids]
     return found
@@ -105,10 +101,11 @@ def rag_tool_of(toolgroups: list[Any], default_mode: str) -> RAGTool | None:
 
 class AgentService:
     def __init__(self, registry: Registry, models: ModelService, knowledge_search: KnowledgeSearch,
-                 retrieval_mode: str = "retrieve_first"):
+                 rag_config: RAGConfigParser = RAGQueryConfig.parse, retrieval_mode: str = "retrieve_first"):
         self._registry = registry
         self._models = models
         self._search = knowledge_search
+        self._rag_config = rag_config
         self._retrieval_mode = retrieval_mode
         # Sessions of agents without enable_session_persistence live only in this process.
         self._memory_sessions: dict[str, dict[str, Any]] = {}
@@ -235,7 +232,7 @@ class AgentService:
         if rag and rag.mode == "retrieve_first":
             query = content_as_text(messages[-1].get("content"), "content", sep=" ")
             call = tool_call("knowledge_search", {"query": query})
-            async for event in self._tool_call_inference_step(state, call):
+            async for event in self._fixed_inference_step(state, Completion(text="", tool_calls=[call])):
                 yield event
             async for event in self._run_knowledge_search(state, rag, call, model, conversation, sampling):
                 yield event
@@ -248,7 +245,12 @@ class AgentService:
                                                                  sampling)}
 
         final: Completion | None = None
-        for _ in range(max_iters):
+        if rag and rag.mode == "retrieve_first" and state.last_result is not None and not state.last_result.hits:
+            # Nothing in the documents is close enough: a small model would answer from memory (or invent).
+            final = Completion(text=NO_CONTEXT_ANSWER)
+            async for event in self._fixed_inference_step(state, final):
+                yield event
+        for _ in range(0 if final is not None else max_iters):
             completion: Completion | None = None
             async for event in self._inference_step(state, model, conversation, sampling, tools, api_key):
                 if isinstance(event, Completion):
@@ -295,20 +297,24 @@ class AgentService:
                            for p in spec.parameters},
         })
 
-    async def _tool_call_inference_step(self, state: TurnState, call: dict[str, Any]) -> AsyncIterator[dict]:
-        step_id, started = str(uuid.uuid4()), now()
-        yield {"event_type": "step_start", "step_type": "inference", "step_id": step_id, "metadata": {}}
-        yield {"event_type": "step_progress", "step_type": "inference", "step_id": step_id,
-               "delta": {"type": "tool_call", "tool_call": call, "parse_status": "succeeded"}}
-        message = Completion(text="", tool_calls=[call]).message()
-        yield self._complete(state, "inference", step_id, started, {"model_response": message})
-
     def _complete(self, state: TurnState, step_type: str, step_id: str, started: str,
                   details: dict[str, Any]) -> dict[str, Any]:
         step = {"turn_id": state.turn_id, "step_id": step_id, "started_at": started, "completed_at": now(),
                 "step_type": step_type, **details}
         state.steps.append(step)
         return {"event_type": "step_complete", "step_type": step_type, "step_id": step_id, "step_details": step}
+
+    async def _fixed_inference_step(self, state: TurnState, completion: Completion) -> AsyncIterator[dict[str, Any]]:
+        """An inference step whose output the server decides (the retrieve-first tool call, a refusal)."""
+        step_id, started = str(uuid.uuid4()), now()
+        yield {"event_type": "step_start", "step_type": "inference", "step_id": step_id, "metadata": {}}
+        if completion.text:
+            yield {"event_type": "step_progress", "step_type": "inference", "step_id": step_id,
+                   "delta": {"type": "text", "text": completion.text}}
+        for call in completion.tool_calls:
+            yield {"event_type": "step_progress", "step_type": "inference", "step_id": step_id,
+                   "delta": {"type": "tool_call", "tool_call": call, "parse_status": "succeeded"}}
+        yield self._complete(state, "inference", step_id, started, {"model_response": completion.message()})
 
     async def _inference_step(self, state: TurnState, model: Any, conversation: list[dict[str, Any]],
                               sampling: Sampling, tools: list[dict[str, Any]] | None,
@@ -340,10 +346,10 @@ class AgentService:
             metadata: dict[str, Any] = {}
         else:
             query = str(call["arguments"].get("query") or "")
-            config = RAGQueryConfig.parse(rag.query_config)
+            config = self._rag_config(rag.query_config)
             config.max_tokens_in_context = self._context_room(model, conversation, sampling, config)
             started_search = time.perf_counter()
-            result = await self._search(rag.vector_db_ids, query, config, rag.overview_below)
+            result = await self._search(rag.vector_db_ids, query, config)
             state.last_result = result
             log.info("knowledge_search %r: %d chunks in %.0f ms", query[:60], len(result.metadata["document_ids"]),
                      (time.perf_counter() - started_search) * 1000)

@@ -24,6 +24,7 @@ from ..errors import BadRequest, PayloadTooLarge
 from ..providers.protocols import Embedder, Replace, StoredRow, VectorIndex
 from .chunking import TextChunk, embedding_windows, split_document
 from .documents import document_text, title_of
+from .sections import markup_of
 from .records import VectorDBRecord
 from .text import content_as_text
 
@@ -39,6 +40,8 @@ MAX_CHUNK_JSON_BYTES = 60_000
 FETCH_CONCURRENCY = 8
 # Windows embedded and written per step: large enough to batch well, small enough to keep memory flat.
 WINDOWS_PER_STEP = 256
+# The "title > section" line embedded before each window is cut to this many tokens.
+MAX_PREFIX_TOKENS = 32
 
 Progress = Callable[[int, int], Awaitable[None] | None]
 
@@ -51,6 +54,11 @@ class PreparedChunk:
     windows: list[str]
     embedding: np.ndarray | None = None
     index: int = -1
+    # Embedded before each window (the document title and section); not part of the stored text.
+    prefix: str = ""
+
+    def embedding_inputs(self) -> list[str]:
+        return [self.prefix + w for w in self.windows]
 
 
 @dataclass
@@ -98,7 +106,7 @@ class Ingestion:
         for position, (doc, text) in enumerate(zip(documents, texts)):
             chunks = await asyncio.to_thread(
                 split_document, text, doc["document_id"], chunk_size_in_tokens, embedder.tokenizer,
-                doc.get("metadata") or {}, overlap_tokens,
+                doc.get("metadata") or {}, overlap_tokens, _markup(doc), self._limits.chunking == "structure",
             )
             if not chunks:
                 raise BadRequest(f"documents[{position}] ({doc['document_id']}) has no text to index")
@@ -141,11 +149,32 @@ class Ingestion:
     def _prepare_text_chunks(self, chunks: list[TextChunk], embedder: Embedder, title: str) -> list[PreparedChunk]:
         prepared = []
         for chunk in _split_oversized(chunks):
-            # The title rides outside metadata, so knowledge_search's text stays Llama Stack's.
+            # Title and section ride outside metadata, so knowledge_search's text stays Llama Stack's.
             stored = {"content": chunk.content, "metadata": chunk.metadata, "title": title}
-            windows = embedding_windows(chunk.content, embedder.tokenizer, embedder.max_tokens)
-            prepared.append(PreparedChunk(chunk.chunk_id, chunk.document_id, stored, windows, index=chunk.index))
+            if chunk.section:
+                stored["section"] = chunk.section
+            prefix = self._prefix(embedder, title, chunk.section)
+            windows = embedding_windows(chunk.content, embedder.tokenizer, self._window_tokens(embedder, prefix))
+            prepared.append(PreparedChunk(chunk.chunk_id, chunk.document_id, stored, windows, index=chunk.index,
+                                          prefix=prefix))
         return prepared
+
+    def _prefix(self, embedder: Embedder, title: str, section: str) -> str:
+        if not self._limits.embed_titles:
+            return ""
+        # The section path usually starts with the title heading itself.
+        parts = [p for p in dict.fromkeys([title.strip(), *section.split(" > ")]) if p]
+        if not parts:
+            return ""
+        line = " > ".join(parts)
+        spans = embedder.tokenizer.offsets(line)
+        if len(spans) > MAX_PREFIX_TOKENS:
+            line = line[: spans[MAX_PREFIX_TOKENS - 1][1]]
+        return line + "\n"
+
+    def _window_tokens(self, embedder: Embedder, prefix: str) -> int:
+        limit = min(self._limits.window_tokens or embedder.max_tokens, embedder.max_tokens)
+        return max(16, limit - (embedder.tokenizer.count(prefix) if prefix else 0))
 
     async def _write_documents(
         self,
@@ -176,7 +205,7 @@ class Ingestion:
         stats: InsertStats,
     ) -> None:
         all_chunks = [c for chunks in documents for c in chunks]
-        vectors = await asyncio.to_thread(embedder.embed, [w for c in all_chunks for w in c.windows])
+        vectors = await asyncio.to_thread(embedder.embed, [w for c in all_chunks for w in c.embedding_inputs()])
         rows_by_doc: dict[str, list[StoredRow]] = {}
         offset = 0
         for chunk in all_chunks:
@@ -209,7 +238,7 @@ class Ingestion:
         if needs:
             if embedder is None:
                 raise BadRequest(f"vector DB {vector_db.identifier!r} has no embedding model to embed chunks with")
-            vectors = await asyncio.to_thread(embedder.embed, [w for c in needs for w in c.windows])
+            vectors = await asyncio.to_thread(embedder.embed, [w for c in needs for w in c.embedding_inputs()])
         rows: list[StoredRow] = []
         offset = 0
         for chunk in prepared:
@@ -255,9 +284,23 @@ class Ingestion:
                 continue
             if embedder is None:
                 raise BadRequest(f"chunks[{i}] has no embedding and the vector DB has no embedding model")
-            windows = embedding_windows(text, embedder.tokenizer, embedder.max_tokens)
+            windows = embedding_windows(text, embedder.tokenizer, self._window_tokens(embedder, ""))
             prepared.append(PreparedChunk(chunk_id, document_id, stored, windows))
         return prepared
+
+
+def _markup(doc: dict[str, Any]) -> str | None:
+    """Markdown or reST, from the declared type or a name (file name, document id, URL path)."""
+    content = doc.get("content")
+    uri = content if isinstance(content, str) and not content.startswith("data:") else ""
+    if isinstance(content, dict) and isinstance(content.get("uri"), str):
+        uri = content["uri"]
+    names = [(doc.get("metadata") or {}).get("filename"), doc.get("document_id"), uri.split("?")[0]]
+    for name in names:
+        found = markup_of(doc.get("mime_type"), name if isinstance(name, str) else None)
+        if found:
+            return found
+    return None
 
 
 def check_document_id(document_id: str, field: str) -> None:
@@ -299,5 +342,5 @@ def _split_oversized(chunks: list[TextChunk]) -> list[TextChunk]:
             if piece:
                 index = chunk.index if n == 0 else -1
                 out.append(TextChunk(f"{chunk.chunk_id[:28]}{n:04d}", chunk.document_id, piece, dict(chunk.metadata),
-                                     index))
+                                     index, chunk.section))
     return out

@@ -7,6 +7,9 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from ..config import RetrievalSettings
 from ..errors import BadRequest
 from ..providers.protocols import Embedder, Hit, SearchRequest, VectorIndex
 from .records import VectorDBRecord
@@ -19,6 +22,15 @@ DEFAULT_CHUNK_TEMPLATE = "Result {index}\nContent: {chunk.content}\nMetadata: {m
 # {chunk.__class__}) would let a request read server internals through str.format.
 TEMPLATE_FIELDS = {"index", "chunk.content", "chunk.metadata", "metadata"}
 HIDDEN_METADATA = ("token_count", "metadata_token_count")
+# Questions about a collection as a whole; a query close to one of these gets an overview (the
+# opening passage of each document) rather than a search for a topic it does not name.
+OVERVIEW_QUESTIONS = (
+    "What topics do these documents cover?",
+    "Summarize the documents.",
+    "What are the main topics that were explained?",
+    "Give me an overview of the knowledge base.",
+    "What is this collection about?",
+)
 
 
 @dataclass
@@ -29,7 +41,8 @@ class SearchParams:
     ranker: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, params: dict[str, Any] | None, default_max_chunks: int = 3) -> SearchParams:
+    def parse(cls, params: dict[str, Any] | None, default_max_chunks: int = 3, default_mode: str = "vector",
+              default_ranker: dict[str, Any] | None = None) -> SearchParams:
         params = params or {}
         max_chunks = params.get("max_chunks")
         max_chunks = default_max_chunks if max_chunks is None else max_chunks
@@ -39,15 +52,15 @@ class SearchParams:
         threshold = 0.0 if threshold is None else threshold
         if not isinstance(threshold, (int, float)) or isinstance(threshold, bool):
             raise BadRequest("params.score_threshold must be a number")
-        mode = params.get("mode") or "vector"
+        mode = params.get("mode") or default_mode
         if mode not in MODES:
             raise BadRequest(f"params.mode must be one of {', '.join(MODES)}, not {mode!r}")
-        return cls(max_chunks, float(threshold), mode, parse_ranker(params.get("ranker")))
+        return cls(max_chunks, float(threshold), mode, parse_ranker(params.get("ranker"), default_ranker))
 
 
-def parse_ranker(ranker: Any) -> dict[str, Any]:
+def parse_ranker(ranker: Any, default: dict[str, Any] | None = None) -> dict[str, Any]:
     if ranker is None:
-        return {"type": "rrf", "impact_factor": 60.0}
+        ranker = default or {"type": "rrf", "impact_factor": 60.0}
     if not isinstance(ranker, dict):
         raise BadRequest("ranker must be an object such as {'type': 'rrf', 'impact_factor': 60}")
     kind = ranker.get("type", "rrf")
@@ -90,8 +103,9 @@ class RAGQueryConfig:
     separator: str = " "
 
     @classmethod
-    def parse(cls, config: dict[str, Any] | None) -> RAGQueryConfig:
+    def parse(cls, config: dict[str, Any] | None, defaults: RetrievalSettings | None = None) -> RAGQueryConfig:
         config = config or {}
+        defaults = defaults or RetrievalSettings()
         generator = config.get("query_generator_config") or {"type": "default", "separator": " "}
         if generator.get("type", "default") != "default":
             raise BadRequest(
@@ -99,7 +113,7 @@ class RAGQueryConfig:
             )
         search = SearchParams.parse(
             {"max_chunks": config.get("max_chunks"), "mode": config.get("mode"), "ranker": config.get("ranker")},
-            default_max_chunks=5,
+            default_max_chunks=5, default_mode=defaults.mode, default_ranker=defaults.ranker,
         )
         max_tokens = config.get("max_tokens_in_context")
         max_tokens = 4096 if max_tokens is None else max_tokens
@@ -130,6 +144,18 @@ class _TemplateChunk:
 
 
 class Retrieval:
+    def __init__(self, settings: RetrievalSettings | None = None):
+        self.settings = settings or RetrievalSettings()
+        self._overview_vectors: dict[str, np.ndarray] = {}
+
+    def search_params(self, params: dict[str, Any] | None, default_max_chunks: int = 3) -> SearchParams:
+        # vector-io query keeps Llama Stack's default mode: its scores are cosine similarities that
+        # clients compare with score_threshold; hybrid (fused-rank) scores would break that contract.
+        return SearchParams.parse(params, default_max_chunks, "vector", self.settings.ranker)
+
+    def rag_config(self, config: dict[str, Any] | None) -> RAGQueryConfig:
+        return RAGQueryConfig.parse(config, self.settings)
+
     async def search(
         self,
         vector_db: VectorDBRecord,
@@ -138,11 +164,11 @@ class Retrieval:
         query: str,
         params: SearchParams,
         document_ids: list[str] | None = None,
+        vector: np.ndarray | None = None,
     ) -> list[Hit]:
         if not query.strip():
             raise BadRequest("query must not be empty")
-        vector = None
-        if params.mode != "keyword" or not index.capabilities(vector_db.collection).keyword:
+        if vector is None and (params.mode != "keyword" or not index.capabilities(vector_db.collection).keyword):
             vector = (await asyncio.to_thread(embedder.embed, [query]))[0]
         request = SearchRequest(mode=params.mode, limit=params.max_chunks, vector=vector, text=query,
                                 ranker=params.ranker, document_ids=document_ids)
@@ -154,29 +180,53 @@ class Retrieval:
         targets: list[tuple[VectorDBRecord, VectorIndex, Embedder]],
         content: Any,
         config: RAGQueryConfig,
-        overview_below: float | None = None,
     ) -> RAGResult:
-        """Llama Stack's knowledge_search. With `overview_below`, a query whose best match scores
-        lower than that (a question about the collection as a whole, such as "what topics are
-        explained?") gets the opening passage of each document instead of scattered weak matches."""
+        """Llama Stack's knowledge_search, with two judgements of our own (RetrievalSettings):
+        a question about the collection as a whole ("what topics are explained?") gets the opening
+        passage of each document, and a question nothing in the documents is similar enough to gets
+        no chunks at all (content None) rather than the least bad ones."""
         if not targets:
             raise BadRequest(
                 "No vector DBs were provided to the knowledge search tool. Please provide at least one vector DB ID."
             )
         query = content_as_text(content, "content", config.separator)
+        if not query.strip():
+            raise BadRequest("query must not be empty")
+        embedder = targets[0][2]
+        vector = None
+        if all(t[2] is embedder for t in targets) and config.mode != "keyword":
+            vector = (await asyncio.to_thread(embedder.embed, [query]))[0]
         params = SearchParams(config.max_chunks, 0.0, config.mode, config.ranker)
-        results = await asyncio.gather(*(self.search(db, index, emb, query, params) for db, index, emb in targets))
-        tokenizer = targets[0][2].tokenizer
-        hits = sorted((h for hits in results for h in hits), key=lambda h: h.score, reverse=True)
-        picked = hits[: config.max_chunks]
-        if overview_below is not None and (not picked or picked[0].score < overview_below):
+        if vector is not None and self._asks_for_overview(embedder, vector):
             heads = await asyncio.gather(
                 *(asyncio.to_thread(index.document_heads, db.collection, config.max_chunks) for db, index, _ in targets)
             )
-            picked = [h for group in heads for h in group][: config.max_chunks] or picked
+            picked = [h for group in heads for h in group][: config.max_chunks]
+            if picked:
+                return format_knowledge_search(picked, query, config, embedder.tokenizer)
+        results = await asyncio.gather(*(self.search(db, index, emb, query, params, vector=vector)
+                                         for db, index, emb in targets))
+        hits = sorted((h for hits in results for h in hits), key=lambda h: h.score, reverse=True)
+        picked = hits[: config.max_chunks]
+        threshold = self.settings.relevance_threshold
+        similarities = [h.similarity for h in picked if h.similarity is not None]
+        if threshold is not None and similarities and max(similarities) < threshold:
+            picked = []
         if not picked:
             return RAGResult(content=None, metadata={"document_ids": [], "chunks": [], "scores": []})
-        return format_knowledge_search(picked, query, config, tokenizer)
+        return format_knowledge_search(picked, query, config, embedder.tokenizer)
+
+    def _asks_for_overview(self, embedder: Embedder, vector: np.ndarray) -> bool:
+        limit = self.settings.overview_similarity
+        if limit is None:
+            return False
+        prototypes = self._overview_vectors.get(embedder.model_id)
+        if prototypes is None:
+            prototypes = np.asarray(embedder.embed(list(OVERVIEW_QUESTIONS)), dtype=np.float32)
+            prototypes /= np.maximum(np.linalg.norm(prototypes, axis=1, keepdims=True), 1e-12)
+            self._overview_vectors[embedder.model_id] = prototypes
+        query = np.asarray(vector, dtype=np.float32)
+        return float(np.max(prototypes @ query)) / max(float(np.linalg.norm(query)), 1e-12) >= limit
 
 
 def format_knowledge_search(hits: list[Hit], query: str, config: RAGQueryConfig, tokenizer: Any) -> RAGResult:

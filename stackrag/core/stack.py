@@ -56,7 +56,7 @@ class Stack:
     providers: list[ProviderInfo] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.agents = AgentService(self.registry, self.models, self.knowledge_search)
+        self.agents = AgentService(self.registry, self.models, self.knowledge_search, self.retrieval.rag_config)
         self.vector_stores = VectorStoreService(self.vector_dbs, self.files, self.ingestion, self.retrieval,
                                                 self.registry, self.models)
         self.responses = ResponseService(self.registry, self.models, self.vector_stores)
@@ -66,10 +66,9 @@ class Stack:
         record = self.vector_dbs.get(vector_db_id)
         return record, self.vector_dbs.index_of(record), self.models.embedder(record.embedding_model)
 
-    async def knowledge_search(self, vector_db_ids: list[str], query: Any, config: RAGQueryConfig,
-                               overview_below: float | None = None) -> RAGResult:
+    async def knowledge_search(self, vector_db_ids: list[str], query: Any, config: RAGQueryConfig) -> RAGResult:
         targets = [self.target(vector_db_id) for vector_db_id in vector_db_ids]
-        return await self.retrieval.knowledge_search(targets, query, config, overview_below)
+        return await self.retrieval.knowledge_search(targets, query, config)
 
     async def embed_whole(self, embedder: Embedder, texts: list[str]) -> np.ndarray:
         """One vector per text, however long: the mean of its embedding windows, re-normalised."""
@@ -123,7 +122,7 @@ def build_stack(config: RunConfig) -> Stack:
         models=models,
         vector_dbs=vector_dbs,
         ingestion=Ingestion(config.fetch, config.ingestion),
-        retrieval=Retrieval(),
+        retrieval=Retrieval(config.retrieval),
         files=FileService(registry, BlobStore(data_dir / "files"), config.ingestion.max_document_bytes),
         providers=providers,
     )

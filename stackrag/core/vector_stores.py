@@ -283,8 +283,9 @@ class VectorStoreService:
         options = ranking_options or {}
         threshold = options.get("score_threshold") or 0.0
         ranker = options.get("ranker")
-        params = SearchParams(limit, float(threshold), search_mode or "vector",
-                              parse_ranker(ranker if isinstance(ranker, dict) else None))
+        defaults = self._retrieval.settings
+        params = SearchParams(limit, float(threshold), search_mode or defaults.mode,
+                              parse_ranker(ranker if isinstance(ranker, dict) else None, defaults.ranker))
         if params.mode not in ("vector", "keyword", "hybrid"):
             raise BadRequest("search_mode must be vector, keyword or hybrid")
         entries = {f["id"]: f for f in self._store_files(store_id)}

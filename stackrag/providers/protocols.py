@@ -60,6 +60,9 @@ class Hit:
     score: float
     # The embedding window of the chunk that matched best: the focused part a model may be shown.
     window_text: str = ""
+    # Cosine similarity of that window to the query, whatever the mode ranked by; None when the
+    # search had no query vector (keyword mode).
+    similarity: float | None = None
 
 
 @dataclass

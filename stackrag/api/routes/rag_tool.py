@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
 
-from ...core.retrieval import RAGQueryConfig
 from ...core.stack import Stack
 from ...wire.llama_stack import RAGInsertRequest, RAGQueryRequest, RAGQueryResult
 from ..deps import get_stack
@@ -25,6 +24,6 @@ async def rag_insert(body: RAGInsertRequest, response: Response, stack: Stack = 
 
 @router.post("/v1/tool-runtime/rag-tool/query", response_model=RAGQueryResult)
 async def rag_query(body: RAGQueryRequest, stack: Stack = Depends(get_stack)) -> RAGQueryResult:
-    config = RAGQueryConfig.parse(body.query_config)
+    config = stack.retrieval.rag_config(body.query_config)
     result = await stack.knowledge_search(body.vector_db_ids, body.content, config)
     return RAGQueryResult.model_validate({"content": result.content, "metadata": result.metadata})

@@ -6,7 +6,6 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from ...core.retrieval import RAGQueryConfig
 from ...core.stack import Stack
 from ...core.toolgroups import TOOLGROUPS
 from ...errors import BadRequest, NotFound
@@ -23,7 +22,7 @@ async def invoke_tool(body: InvokeToolRequest, stack: Stack = Depends(get_stack)
         ids = kwargs.get("vector_db_ids")
         if not isinstance(ids, list):
             raise BadRequest("kwargs.vector_db_ids must be a list of vector DB ids")
-        config = RAGQueryConfig.parse(kwargs.get("query_config"))
+        config = stack.retrieval.rag_config(kwargs.get("query_config"))
         result = await stack.knowledge_search(ids, kwargs.get("query") or "", config)
         return ToolInvocationResult(content=result.content, metadata=result.metadata)
     if body.tool_name == "insert_into_memory":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from ...core.retrieval import SearchParams
 from ...core.stack import Stack
 from ...core.text import content_as_text
 from ...wire.llama_stack import Chunk, InsertChunksRequest, QueryChunksRequest, QueryChunksResponse
@@ -23,7 +22,7 @@ async def insert_chunks(body: InsertChunksRequest, stack: Stack = Depends(get_st
 @router.post("/v1/vector-io/query", response_model=QueryChunksResponse)
 async def query_chunks(body: QueryChunksRequest, stack: Stack = Depends(get_stack)) -> QueryChunksResponse:
     vector_db, index, embedder = stack.target(body.vector_db_id)
-    params = SearchParams.parse(body.params)
+    params = stack.retrieval.search_params(body.params)
     hits = await stack.retrieval.search(vector_db, index, embedder, content_as_text(body.query, "query"), params)
     return QueryChunksResponse(
         chunks=[Chunk(content=h.chunk.get("content"), metadata=h.chunk.get("metadata") or {}) for h in hits],

@@ -366,16 +366,20 @@ class MilvusIndex:
                 return []
             expr = "document_id in [" + ", ".join(quote(d) for d in request.document_ids) + "]"
         raw = self._call(lambda c: self._search(c, name, mode, request, limit, expr))
+        query = None if request.vector is None else np.asarray(request.vector, dtype=np.float32)
         best: dict[str, Hit] = {}
         for item in raw:
             entity = item["entity"]
             score = float(item["distance"])
             if mode == "keyword":
                 score = abs(score)  # Lite reports BM25 scores negated
+            similarity = score if mode == "vector" else _cosine(query, entity.get("vector"))
             hit = best.get(entity["chunk_id"])
             if hit is None or score > hit.score:
                 best[entity["chunk_id"]] = Hit(entity["chunk_id"], entity["document_id"], entity["chunk"], score,
-                                               entity.get("text") or "")
+                                               entity.get("text") or "", similarity)
+            elif similarity is not None and (hit.similarity is None or similarity > hit.similarity):
+                hit.similarity = similarity
         hits = sorted(best.values(), key=lambda h: h.score, reverse=True)
         return hits[: request.limit]
 
@@ -401,7 +405,16 @@ class MilvusIndex:
             AnnSearchRequest(data=[request.text], anns_field="sparse", param=sparse_params,
                              limit=limit, expr=expr or None),
         ]
-        return client.hybrid_search(name, requests, _ranker(request.ranker), limit=limit, output_fields=fields)[0]
+        # The vectors come back so each hit's cosine is known (relevance checks need it, not the fused rank).
+        return client.hybrid_search(name, requests, _ranker(request.ranker), limit=limit,
+                                    output_fields=[*fields, "vector"])[0]
+
+
+def _cosine(query: np.ndarray | None, vector: Any) -> float | None:
+    if query is None or vector is None:
+        return None
+    v = np.asarray(vector, dtype=np.float32)
+    return float(v @ query / max(float(np.linalg.norm(v) * np.linalg.norm(query)), 1e-12))
 
 
 def _ranker(spec: dict[str, Any]) -> Any:
