@@ -208,7 +208,7 @@ def key_terms(text: str) -> set[str]:
         if word in STOP_WORDS or (len(word) < 2 and not word.isdigit()):
             continue
         for suffix in ("ing", "ed", "es", "s"):
-            if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.isdigit():
+            if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
                 word = word[: -len(suffix)]
                 break
         terms.add(word)
