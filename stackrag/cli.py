@@ -134,7 +134,7 @@ def ingest(sources: tuple[str, ...], vector_db: str, url: str, chunk_size: int, 
 @click.option("--vector-db", "vector_db", required=True)
 @click.option("--url", default=DEFAULT_URL, show_default=True, envvar="STACKRAG_URL")
 @click.option("--max-chunks", default=5, show_default=True)
-@click.option("--mode", type=click.Choice(["vector", "keyword", "hybrid"]), default="hybrid", show_default=True)
+@click.option("--mode", type=click.Choice(["vector", "keyword", "hybrid"]), default="vector", show_default=True)
 def query(text: str, vector_db: str, url: str, max_chunks: int, mode: str) -> None:
     """Search a vector DB and print the best chunks with their scores."""
     with _client(url) as client:

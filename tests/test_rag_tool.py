@@ -178,7 +178,7 @@ def test_a_question_the_documents_do_not_cover_gets_no_chunks(stack, tutorial_db
     # The same store still answers what it covers.
     covered = client.tool_runtime.rag_tool.query(content="How does LoRA reduce the number of trainable parameters?",
                                                  vector_db_ids=[tutorial_db])
-    assert covered.metadata["document_ids"][0] == "num-3"
+    assert "num-3" in covered.metadata["document_ids"] and covered.content
 
 
 def test_a_question_about_the_whole_collection_gets_each_documents_opening(stack, tutorial_db):
