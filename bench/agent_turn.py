@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from common import ROOT, header, rss_mb, start_server, write_result
+from common import ROOT, header, rss_mb, running_server, write_result
 MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
 QUESTIONS = [
     "What are the top 5 topics that were explained? Only list succinct bullet points.",
@@ -61,8 +61,7 @@ def main() -> None:
     docs_dir = Path(args.shared) / "corpus" / "torchtune"
     result: dict = {**header(), "model": "qwen2.5-coder-0.5b-instruct Q4_K_M (llama.cpp)"}
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url, _ = start_server(Path(tmp), ROOT / "examples" / "tutorial-offline.yaml")
-        try:
+        with running_server(Path(tmp), ROOT / "examples" / "tutorial-offline.yaml") as (proc, url, _):
             time.sleep(1)
             result["rss_idle_mb"] = rss_mb(proc.pid)
             with httpx.Client(base_url=url, timeout=900) as http:
@@ -99,9 +98,6 @@ def main() -> None:
                     "messages": [{"role": "user", "content": "Write a long paragraph about the sea."}]})
                 deltas = sum(1 for e in events if e["event"]["event_type"] == "progress")
                 result["generation_tokens_per_s"] = round(deltas / gen_total, 1)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
     write_result(result, args.out)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from common import ROOT, header, start_server, write_result
+from common import ROOT, header, running_server, write_result
 
 sys.path.insert(0, str(ROOT))
 
@@ -35,15 +35,11 @@ def main() -> None:
     questions += load_questions(shared / "eval" / "torchtune_dev_unanswerable.jsonl")
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("STACKRAG_MODELS_DIR", str(Path(tmp) / "models"))
-        proc, url, _ = start_server(Path(tmp) / "data", ROOT / "examples" / "tutorial-offline.yaml")
-        try:
+        with running_server(Path(tmp) / "data", ROOT / "examples" / "tutorial-offline.yaml") as (proc, url, _):
             with httpx.Client(base_url=url, timeout=900) as http:
                 ingestion = ingest(http, "dev", shared / "corpus" / "torchtune-docs", 512)
             result = run_answer_eval(url, questions, "dev", MODEL,
                                      progress=lambda done, total: print(f"{done}/{total}", file=sys.stderr))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
     write_result({**header(), "ingestion": ingestion, **result}, args.out)
 
 

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -57,6 +58,17 @@ def start_server(data_dir: Path, config: Path | None = None) -> tuple[subprocess
         if proc.poll() is not None:
             raise SystemExit("the server exited during start-up")
         time.sleep(0.05)
+
+
+@contextmanager
+def running_server(data_dir: Path, config: Path | None = None, stop_timeout: float = 30):
+    """start_server as a context: (process, url, start-up seconds), stopped on the way out."""
+    proc, url, seconds = start_server(data_dir, config)
+    try:
+        yield proc, url, seconds
+    finally:
+        proc.terminate()
+        proc.wait(timeout=stop_timeout)
 
 
 def write_result(result: dict, out: str | Path) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from common import ROOT, header, rss_mb, start_server, write_result
+from common import ROOT, header, rss_mb, running_server, write_result
 
 sys.path.insert(0, str(ROOT))
 
@@ -118,8 +118,7 @@ def main() -> None:
                               "chunks_per_s": round(chunks / raw_seconds, 2)}
 
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url, cold = start_server(Path(tmp))
-        try:
+        with running_server(Path(tmp)) as (proc, url, cold):
             result["cold_start_s"] = round(cold, 2)
             time.sleep(1.0)
             result["rss_idle_mb"] = round(rss_mb(proc.pid), 1)
@@ -156,9 +155,6 @@ def main() -> None:
                 result["query_10k_chunks"] = {"chunks": len(rows), **latency(query_latencies(http, "bench10k", questions))}
                 result["vector_store_search_10k_chunks"] = latency(search_latencies(http, "bench10k", questions))
                 result["rss_after_10k_mb"] = round(rss_mb(proc.pid), 1)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
     # Query latency is mostly embedding the question; this is that cost alone, for comparison.
     embedder = MiniLMEmbedder()
     embedder.embed(["warm"])

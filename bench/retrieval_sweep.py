@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from common import ROOT, header, start_server, write_result
+from common import ROOT, header, running_server, write_result
 from retrieval_eval import evaluate
 
 sys.path.insert(0, str(ROOT))
@@ -45,15 +45,11 @@ def run_variant(name: str, shared: Path, questions, unanswerable) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "run.yaml"
         config.write_text(yaml.safe_dump({"version": 2, "ingestion": ingestion}))
-        proc, url, _ = start_server(Path(tmp) / "data", config)
-        try:
+        with running_server(Path(tmp) / "data", config) as (proc, url, _):
             with httpx.Client(base_url=url, timeout=900) as http:
                 stats = ingest(http, "dev", shared / "corpus" / "torchtune-docs", chunk_size)
                 return {"chunk_size_in_tokens": chunk_size, **ingestion, "ingestion": stats,
                         **evaluate(http, "dev", questions, unanswerable)}
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
 
 
 def markdown_table(result: dict) -> str:
