@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from common import ROOT, header, start_server, write_result
+from common import ROOT, header, running_server, write_result
 
 sys.path.insert(0, str(ROOT))
 
@@ -31,14 +31,17 @@ def evaluate(http: httpx.Client, db: str, questions: list[Question], unanswerabl
              modes: dict[str, dict] = MODES) -> dict:
     """Each mode's metrics over `questions`, and the best cosine of answerable vs unanswerable ones."""
     out: dict = {}
+    cosine: list[float] = []
     for name, params in modes.items():
         scored = [ask(http, db, q, params) for q in questions]
         for s in scored:
             score(s, (1, 3, 5, 10))
+        if params == {"mode": "vector"}:
+            cosine = [s.top_score for s in scored]  # vector-mode scores are the cosines
         kinds = sorted({s.question.kind for s in scored})
         out[name] = {"overall": summarise(scored),
                      "by_kind": {k: summarise([s for s in scored if s.question.kind == k]) for k in kinds}}
-    cosine = [ask(http, db, q, {"mode": "vector"}).top_score for q in questions]
+    cosine = cosine or [ask(http, db, q, {"mode": "vector"}).top_score for q in questions]
     declined = [ask(http, db, q, {"mode": "vector"}).top_score for q in unanswerable]
     out["top_cosine"] = {"answerable_min": round(min(cosine), 4),
                          "answerable_p10": round(sorted(cosine)[len(cosine) // 10], 4),
@@ -57,14 +60,10 @@ def main() -> None:
     unanswerable = load_questions(shared / "eval" / "torchtune_dev_unanswerable.jsonl")
     result: dict = {**header(), "chunk_size_in_tokens": args.chunk_size, "questions": len(questions)}
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url, _ = start_server(Path(tmp))
-        try:
+        with running_server(Path(tmp)) as (proc, url, _):
             with httpx.Client(base_url=url, timeout=900) as http:
                 result["ingestion"] = ingest(http, "dev", shared / "corpus" / "torchtune-docs", args.chunk_size)
                 result.update(evaluate(http, "dev", questions, unanswerable))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
     write_result(result, args.out)
 
 
