@@ -69,3 +69,45 @@ def test_no_config_file_runs_on_defaults(tmp_path):
         server.stop()
     assert (data_dir / "milvus.db").exists()
     assert (data_dir / "registry.db").exists()
+
+
+@pytest.mark.parametrize("how", ["terminate", "kill"])
+def test_keyword_search_survives_a_restart(tmp_path, how):
+    """Milvus Lite's keyword index lives in the server: a clean stop saves it beside milvus.db, a
+    SIGKILL leaves none and the next start rebuilds it from the rows. Either way keyword search
+    finds the same rows, and later inserts and deletes are searched too."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    config = write_config(data_dir / "run.yaml", inline_vector_io())
+    db = new_id("kw")
+    server = start_server(data_dir, config)
+    try:
+        client = LlamaStackClient(base_url=server.url)
+        client.vector_dbs.register(vector_db_id=db, embedding_model="all-MiniLM-L6-v2")
+        client.vector_io.insert(vector_db_id=db, chunks=[
+            {"content": f"Note {i}: the lighthouse keeper lit the lamp.", "metadata": {"document_id": f"n{i}"}}
+            for i in range(3)
+        ] + [{"content": "Hedgehogs eat beetles.", "metadata": {"document_id": "hedgehog"}}])
+    finally:
+        if how == "kill":
+            server.process.kill()
+            server.process.wait()
+        server.stop()
+    snapshots = list((data_dir / "milvus.db.keywords").glob("*.npz"))
+    assert len(snapshots) == (1 if how == "terminate" else 0)
+
+    server = start_server(data_dir, config)
+    try:
+        client = LlamaStackClient(base_url=server.url)
+        keyword = {"mode": "keyword", "max_chunks": 5}
+        hits = client.vector_io.query(vector_db_id=db, query="hedgehogs", params=keyword)
+        assert [c.metadata["document_id"] for c in hits.chunks] == ["hedgehog"]
+        assert not list((data_dir / "milvus.db.keywords").glob("*.npz"))  # read, then removed
+        client.vector_io.insert(vector_db_id=db, chunks=[
+            {"content": "Hedgehogs hibernate in winter.", "metadata": {"document_id": "winter"}}])
+        hits = client.vector_io.query(vector_db_id=db, query="hedgehogs", params=keyword)
+        assert sorted(c.metadata["document_id"] for c in hits.chunks) == ["hedgehog", "winter"]
+        hits = client.vector_io.query(vector_db_id=db, query="lighthouse", params=keyword)
+        assert len(hits.chunks) == 3
+    finally:
+        server.stop()

@@ -175,6 +175,12 @@ def test_a_question_the_documents_do_not_cover_gets_no_chunks(stack, tutorial_db
                                                 vector_db_ids=[tutorial_db])
     assert result.content is None
     assert result.metadata["document_ids"] == []
+    # On-topic in tone (cosine 0.48 to the torchtune chunks, above the threshold) but hinging on words
+    # no document uses: the term-coverage check (retrieval.term_coverage) declines it.
+    on_topic = client.tool_runtime.rag_tool.query(
+        content="How do I deploy a torchtune model behind a FastAPI REST endpoint with autoscaling?",
+        vector_db_ids=[tutorial_db])
+    assert on_topic.content is None
     # The same store still answers what it covers.
     covered = client.tool_runtime.rag_tool.query(content="How does LoRA reduce the number of trainable parameters?",
                                                  vector_db_ids=[tutorial_db])

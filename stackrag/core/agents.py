@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from ..errors import BadRequest, NotFound, NotImplementedYet
-from ..storage.registry import Registry
+from ..storage.registry import Registry, require
 from .inference import Completion, Delta, Sampling, generate
 from .messages import to_openai, tool_call, tool_definition_to_openai
 from .models import ModelService
@@ -128,10 +128,7 @@ class AgentService:
         return agent_id
 
     def get_agent(self, agent_id: str) -> dict[str, Any]:
-        record = self._registry.get(AGENTS, agent_id)
-        if record is None:
-            raise NotFound(f"Agent {agent_id!r} not found")
-        return record
+        return require(self._registry, AGENTS, agent_id, f"Agent {agent_id!r} not found")
 
     def list_agents(self) -> list[dict[str, Any]]:
         return self._registry.list(AGENTS)

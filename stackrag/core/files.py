@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import BadRequest, NotFound, PayloadTooLarge
 from ..storage.blobs import BlobStore
-from ..storage.registry import Registry
+from ..storage.registry import Registry, require
 
 NAMESPACE = "files"
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
@@ -38,10 +38,7 @@ class FileService:
         return record
 
     def get(self, file_id: str) -> dict[str, Any]:
-        record = self._registry.get(NAMESPACE, file_id)
-        if record is None:
-            raise NotFound(f"File {file_id!r} not found")
-        return record
+        return require(self._registry, NAMESPACE, file_id, f"File {file_id!r} not found")
 
     def content(self, file_id: str) -> bytes:
         self.get(file_id)

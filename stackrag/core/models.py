@@ -6,8 +6,8 @@ import logging
 from typing import Any
 
 from ..config import ModelEntry
-from ..errors import BadRequest, NotFound
-from ..storage.registry import Registry
+from ..errors import BadRequest
+from ..storage.registry import Registry, require
 from .records import ModelRecord
 
 log = logging.getLogger(__name__)
@@ -88,10 +88,8 @@ class ModelService:
         return [ModelRecord.model_validate(v) for v in self._registry.list(NAMESPACE)]
 
     def get(self, model_id: str) -> ModelRecord:
-        value = self._registry.get(NAMESPACE, model_id)
-        if value is None:
-            raise NotFound(f"Model {model_id!r} not found; GET /v1/models lists the registered models")
-        return ModelRecord.model_validate(value)
+        return ModelRecord.model_validate(require(
+            self._registry, NAMESPACE, model_id, f"Model {model_id!r} not found; GET /v1/models lists the registered models"))
 
     def unregister(self, model_id: str) -> None:
         self.get(model_id)

@@ -13,7 +13,7 @@ import uuid
 from typing import Any, AsyncIterator
 
 from ..errors import BadRequest, NotFound
-from ..storage.registry import Registry
+from ..storage.registry import Registry, require
 from .agents import grounded_question
 from .inference import Completion, Delta, Sampling, generate
 from .models import ModelService
@@ -84,10 +84,7 @@ class ResponseService:
         return conversation
 
     def get_conversation(self, conversation_id: str) -> dict[str, Any]:
-        conversation = self._registry.get(CONVERSATIONS, conversation_id)
-        if conversation is None:
-            raise NotFound(f"Conversation {conversation_id!r} not found")
-        return conversation
+        return require(self._registry, CONVERSATIONS, conversation_id, f"Conversation {conversation_id!r} not found")
 
     def update_conversation(self, conversation_id: str, metadata: dict[str, Any]) -> dict[str, Any]:
         conversation = self.get_conversation(conversation_id)
@@ -133,10 +130,7 @@ class ResponseService:
     # -- responses ----------------------------------------------------------------------------
 
     def get(self, response_id: str) -> dict[str, Any]:
-        stored = self._registry.get(RESPONSES, response_id)
-        if stored is None:
-            raise NotFound(f"Response {response_id!r} not found")
-        return stored["response"]
+        return require(self._registry, RESPONSES, response_id, f"Response {response_id!r} not found")["response"]
 
     def input_items(self, response_id: str) -> list[dict[str, Any]]:
         self.get(response_id)

@@ -22,6 +22,9 @@ DEFAULT_CHUNK_TEMPLATE = "Result {index}\nContent: {chunk.content}\nMetadata: {m
 # {chunk.__class__}) would let a request read server internals through str.format.
 TEMPLATE_FIELDS = {"index", "chunk.content", "chunk.metadata", "metadata"}
 HIDDEN_METADATA = ("token_count", "metadata_token_count")
+# How many of the best chunks the term-coverage check reads (measured: 1 overlaps answerable and
+# unanswerable questions, 3 separates them best; docs/retrieval.md).
+COVERAGE_CHUNKS = 3
 # Questions about a collection as a whole; a query close to one of these gets an overview (the
 # opening passage of each document) rather than a search for a topic it does not name.
 OVERVIEW_QUESTIONS = (
@@ -206,15 +209,31 @@ class Retrieval:
                 return format_knowledge_search(picked, query, config, embedder.tokenizer)
         results = await asyncio.gather(*(self.search(db, index, emb, query, params, vector=vector)
                                          for db, index, emb in targets))
-        hits = sorted((h for hits in results for h in hits), key=lambda h: h.score, reverse=True)
-        picked = hits[: config.max_chunks]
-        threshold = self.settings.relevance_threshold
-        similarities = [h.similarity for h in picked if h.similarity is not None]
-        if threshold is not None and similarities and max(similarities) < threshold:
-            picked = []
+        found = sorted(((h, db, index) for (db, index, _), hits in zip(targets, results) for h in hits),
+                       key=lambda t: t[0].score, reverse=True)[: config.max_chunks]
+        if found and not await self._relevant(query, found):
+            found = []
+        picked = [h for h, _, _ in found]
         if not picked:
             return RAGResult(content=None, metadata={"document_ids": [], "chunks": [], "scores": []})
         return format_knowledge_search(picked, query, config, embedder.tokenizer)
+
+    async def _relevant(self, query: str, found: list[tuple[Hit, VectorDBRecord, VectorIndex]]) -> bool:
+        """Whether the best chunks are about the question at all (docs/retrieval.md, "Knowing when
+        nothing matches"): their cosine, and for a middling cosine the question's words they hold."""
+        settings = self.settings
+        similarities = [h.similarity for h, _, _ in found if h.similarity is not None]
+        if not similarities:
+            return True
+        best = max(similarities)
+        if settings.relevance_threshold is not None and best < settings.relevance_threshold:
+            return False
+        if settings.term_coverage is None or best >= settings.trusted_similarity:
+            return True
+        _, db, index = found[0]
+        texts = [content_as_text(h.chunk.get("content"), "content") for h, _, _ in found[:COVERAGE_CHUNKS]]
+        coverage = await asyncio.to_thread(index.term_coverage, db.collection, query, texts)
+        return coverage is None or coverage >= settings.term_coverage
 
     def _asks_for_overview(self, embedder: Embedder, vector: np.ndarray) -> bool:
         limit = self.settings.overview_similarity

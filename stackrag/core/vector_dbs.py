@@ -7,9 +7,9 @@ import asyncio
 import logging
 import time
 
-from ..errors import BadRequest, NotFound, Unavailable
+from ..errors import BadRequest, Unavailable
 from ..providers.protocols import VectorIndex
-from ..storage.registry import Registry
+from ..storage.registry import Registry, require
 from .models import ModelService
 from .records import VectorDBRecord
 
@@ -92,10 +92,9 @@ class VectorDBService:
         return [VectorDBRecord.model_validate(v) for v in self._registry.list(NAMESPACE)]
 
     def get(self, vector_db_id: str) -> VectorDBRecord:
-        value = self._registry.get(NAMESPACE, vector_db_id)
-        if value is None:
-            raise NotFound(f"Vector DB {vector_db_id!r} not found; register it with POST /v1/vector-dbs")
-        return VectorDBRecord.model_validate(value)
+        return VectorDBRecord.model_validate(require(
+            self._registry, NAMESPACE, vector_db_id,
+            f"Vector DB {vector_db_id!r} not found; register it with POST /v1/vector-dbs"))
 
     def save(self, record: VectorDBRecord) -> None:
         self._registry.put(NAMESPACE, record.identifier, record.model_dump())

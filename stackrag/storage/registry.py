@@ -12,6 +12,16 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..errors import NotFound
+
+
+def require(registry: "Registry", namespace: str, key: str, missing: str) -> dict[str, Any]:
+    """The record at (namespace, key); NotFound with the message `missing` when there is none."""
+    value = registry.get(namespace, key)
+    if value is None:
+        raise NotFound(missing)
+    return value
+
 
 class Registry(Protocol):
     def put(self, namespace: str, key: str, value: dict[str, Any]) -> None: ...

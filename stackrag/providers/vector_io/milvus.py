@@ -1,9 +1,11 @@
 """`inline::milvus` (Milvus Lite at `db_path`) and `remote::milvus` (`uri`, `token`): one implementation.
 
 One collection per vector DB, with an explicit schema: a row is one embedding window of a chunk,
-`document_id` is a top-level field (filters on JSON keys are ~40x slower in Lite), `text` feeds a
-BM25 function where the server has one (Milvus >= 2.5, Lite 3.x), and `chunk` holds the chunk as
-the API returns it. Scores are higher-is-better: cosine similarity for dense search.
+`document_id` is a top-level field (filters on JSON keys are ~40x slower in Lite), and `chunk` holds
+the chunk as the API returns it. Keyword (BM25) search comes from the server's BM25 function on
+`text` where it has one (Milvus >= 2.5) and, for Milvus Lite, from an index in this process
+(keyword_index.py: Lite's own BM25 is slow and scores each segment apart). Scores are
+higher-is-better: cosine similarity for dense search.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import logging
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -20,6 +23,8 @@ import numpy as np
 
 from ...errors import BadRequest, NotFound, Unavailable
 from ..protocols import Hit, IndexCapabilities, Replace, SearchRequest, StoredRow
+from .fusion import fuse
+from .keyword_index import KeywordIndex, RowMeta
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,6 +36,7 @@ MAX_DOCUMENT_ID_BYTES = 2_048
 OVERFETCH = 4
 MAX_SEARCH_LIMIT = 16_384
 CONNECT_TIMEOUT_SECONDS = 10.0
+TERM_SAMPLE_ROWS = 5_000
 
 
 def collection_name(vector_db_id: str) -> str:
@@ -78,6 +84,10 @@ class MilvusIndex:
         self._schema_cache: dict[str, bool] = {}
         # Milvus Lite runs inside this process and is not safe to call from several threads at once.
         self._lock = threading.RLock() if provider_type.startswith("inline::") else None
+        # Keyword indexes of loaded collections, for Milvus Lite only (None: the server's BM25).
+        self._keywords: dict[str, KeywordIndex] | None = {} if self._lock is not None else None
+        # Term statistics sampled from a Milvus server's collections, dropped when this process writes.
+        self._term_samples: dict[str, KeywordIndex] = {}
 
     # -- connection --------------------------------------------------------------------------
 
@@ -149,6 +159,8 @@ class MilvusIndex:
             self._drop_client()
             return
         with self._lock:
+            self._save_keywords()
+            self._keywords.clear()
             self._drop_client()
 
     # -- capabilities -------------------------------------------------------------------------
@@ -157,6 +169,9 @@ class MilvusIndex:
         return self._call(lambda c: str(c.get_server_version()))
 
     def _supports_bm25(self) -> bool:
+        """Whether the server runs BM25 itself (a Milvus server >= 2.5)."""
+        if self._keywords is not None:
+            return False
         if self._bm25 is None:
             known = _server_supports_bm25(self.server_version())
             self._bm25 = True if known is None else known
@@ -170,6 +185,8 @@ class MilvusIndex:
         return self._bm25
 
     def _has_sparse(self, name: str) -> bool:
+        if self._keywords is not None:
+            return True
         if name not in self._schema_cache:
             info = self._call(lambda c: c.describe_collection(name))
             # The BM25 function, not just a field named "sparse", makes keyword search possible.
@@ -179,7 +196,7 @@ class MilvusIndex:
         return self._schema_cache[name]
 
     def capabilities(self, name: str | None = None) -> IndexCapabilities:
-        full = self._has_sparse(name) if name else self._supports_bm25()
+        full = self._has_sparse(name) if name else (self._keywords is not None or self._supports_bm25())
         if full:
             return IndexCapabilities(keyword=True, hybrid=True)
         return IndexCapabilities(
@@ -188,6 +205,22 @@ class MilvusIndex:
             note="this Milvus has no BM25 full-text search (needs Milvus >= 2.5): keyword and hybrid "
             "queries fall back to dense vector search",
         )
+
+    def term_coverage(self, name: str, question: str, texts: list[str]) -> float | None:
+        self.load(name)
+        if self._keywords is not None:
+            with self._lock:
+                return self._keywords[name].coverage(question, texts)
+        # A Milvus server does not expose its BM25 statistics; term weights for the coverage check
+        # are estimated from a sample of the collection instead (rough idf is all it needs).
+        sample = self._term_samples.get(name)
+        if sample is None:
+            rows = self._call(lambda c: c.query(name, filter="", limit=TERM_SAMPLE_ROWS,
+                                                output_fields=["row_id", "chunk_id", "document_id", "ingest_id", "text"]))
+            sample = KeywordIndex()
+            sample.add(_keyword_rows(rows))
+            self._term_samples[name] = sample
+        return sample.coverage(question, texts)
 
     def health(self) -> dict[str, str]:
         try:
@@ -226,6 +259,9 @@ class MilvusIndex:
             self._call(lambda c: self._create(c, name, dimension, False))
         self._schema_cache.pop(name, None)
         self._loaded.add(name)
+        if self._keywords is not None:
+            self._keywords[name] = KeywordIndex()
+            self._snapshot_path(name).unlink(missing_ok=True)
 
     def _create(self, client: Any, name: str, dimension: int, bm25: bool) -> None:
         from pymilvus import DataType, Function, FunctionType
@@ -263,6 +299,10 @@ class MilvusIndex:
         self._call(lambda c: c.drop_collection(name))
         self._loaded.discard(name)
         self._schema_cache.pop(name, None)
+        self._term_samples.pop(name, None)
+        if self._keywords is not None:
+            self._keywords.pop(name, None)
+            self._snapshot_path(name).unlink(missing_ok=True)
 
     def load(self, name: str) -> None:
         """Collections come back unloaded after a Lite restart; searching them needs a load."""
@@ -271,7 +311,46 @@ class MilvusIndex:
         if not self.exists(name):
             raise NotFound(f"the Milvus collection {name} is missing at {self.location}")
         self._call(lambda c: c.load_collection(name))
+        if self._keywords is not None:
+            self._keywords[name] = self._load_keywords(name)
         self._loaded.add(name)
+
+    def _snapshot_path(self, name: str) -> Path:
+        return Path(self.location).with_name(Path(self.location).name + ".keywords") / f"{name}.npz"
+
+    def _load_keywords(self, name: str) -> KeywordIndex:
+        """The keyword index saved at the last clean shutdown when it matches the collection, else
+        rebuilt from the rows. The snapshot is removed once read: after a crash there is none, and
+        the rows (the truth) are read again."""
+        path = self._snapshot_path(name)
+        index = KeywordIndex.load(path) if path.exists() else None
+        path.unlink(missing_ok=True)
+        if index is not None and len(index) == self.count_rows(name, chunks_only=False, load=False):
+            return index
+        started = time.perf_counter()
+        index = self._call(lambda c: self._read_keywords(c, name))
+        log.info("keyword index of %s rebuilt from %d rows in %.1f s", name, len(index), time.perf_counter() - started)
+        return index
+
+    def _save_keywords(self) -> None:
+        for name, index in (self._keywords or {}).items():
+            path = self._snapshot_path(name)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                index.save(path)
+            except OSError as exc:  # the next start rebuilds it from the rows
+                log.warning("could not save the keyword index of %s: %s", name, exc)
+
+    def _read_keywords(self, client: Any, name: str) -> KeywordIndex:
+        index = KeywordIndex()
+        iterator = client.query_iterator(name, batch_size=2_000, filter="",
+                                         output_fields=["row_id", "chunk_id", "document_id", "ingest_id", "text"])
+        try:
+            while batch := iterator.next():
+                index.add(_keyword_rows(batch))
+        finally:
+            iterator.close()
+        return index
 
     # -- rows ---------------------------------------------------------------------------------
 
@@ -309,10 +388,18 @@ class MilvusIndex:
         except Exception:
             self._delete_quietly(name, f"ingest_id == {quote(ingest_id)}")
             raise
+        self._term_samples.pop(name, None)
+        keywords = self._keywords.get(name) if self._keywords is not None else None
+        if keywords is not None:
+            with self._lock:
+                keywords.add(_keyword_rows(records))
         if replace is not None and replace.values:
             values = ", ".join(quote(v) for v in replace.values)
             expr = f"{replace.field} in [{values}] and ingest_id != {quote(ingest_id)}"
             self._call(lambda c: c.delete(name, filter=expr))
+            if keywords is not None:
+                with self._lock:
+                    keywords.delete(replace.field, replace.values, keep_ingest=ingest_id)
         # Lite searches over unflushed rows are very slow; flushing once per ingest is cheap.
         self._call(lambda c: c.flush(name))
 
@@ -325,10 +412,15 @@ class MilvusIndex:
     def delete_documents(self, name: str, document_ids: list[str]) -> None:
         ids = ", ".join(quote(d) for d in document_ids)
         self._call(lambda c: c.delete(name, filter=f"document_id in [{ids}]"))
+        self._term_samples.pop(name, None)
+        if self._keywords is not None and name in self._keywords:
+            with self._lock:
+                self._keywords[name].delete("document_id", document_ids)
         self._call(lambda c: c.flush(name))
 
-    def count_rows(self, name: str, chunks_only: bool = True) -> int:
-        self.load(name)
+    def count_rows(self, name: str, chunks_only: bool = True, load: bool = True) -> int:
+        if load:
+            self.load(name)
         expr = "window == 0" if chunks_only else ""
         result = self._call(lambda c: c.query(name, filter=expr, output_fields=["count(*)"]))
         return int(result[0]["count(*)"])
@@ -365,15 +457,13 @@ class MilvusIndex:
             if not request.document_ids:
                 return []
             expr = "document_id in [" + ", ".join(quote(d) for d in request.document_ids) + "]"
-        raw = self._call(lambda c: self._search(c, name, mode, request, limit, expr))
         query = None if request.vector is None else np.asarray(request.vector, dtype=np.float32)
+        if self._keywords is not None and mode != "vector":
+            found = self._call(lambda c: self._search_with_keywords(c, name, mode, request, query, limit, expr))
+        else:
+            found = self._call(lambda c: self._search(c, name, mode, request, query, limit, expr))
         best: dict[str, Hit] = {}
-        for item in raw:
-            entity = item["entity"]
-            score = float(item["distance"])
-            if mode == "keyword":
-                score = abs(score)  # Lite reports BM25 scores negated
-            similarity = score if mode == "vector" else _cosine(query, entity.get("vector"))
+        for entity, score, similarity in found:
             hit = best.get(entity["chunk_id"])
             if hit is None or score > hit.score:
                 best[entity["chunk_id"]] = Hit(entity["chunk_id"], entity["document_id"], entity["chunk"], score,
@@ -383,31 +473,76 @@ class MilvusIndex:
         hits = sorted(best.values(), key=lambda h: h.score, reverse=True)
         return hits[: request.limit]
 
-    def _search(self, client: Any, name: str, mode: str, request: SearchRequest, limit: int, expr: str) -> list:
-        fields = ["chunk_id", "document_id", "chunk", "text"]
-        dense_params = {"metric_type": "COSINE", "params": {"ef": max(64, limit)}}
+    def _search(self, client: Any, name: str, mode: str, request: SearchRequest, query: np.ndarray | None,
+                limit: int, expr: str) -> list[tuple[dict[str, Any], float, float | None]]:
+        """Search done by the server: (row, score, cosine) best first."""
         if mode == "vector":
-            return client.search(
-                name, data=[request.vector.tolist()], anns_field="vector", limit=limit, filter=expr,
-                output_fields=fields, search_params=dense_params,
-            )[0]
+            return [(item["entity"], float(item["distance"]), float(item["distance"]))
+                    for item in self._dense(client, name, request, limit, expr)]
         sparse_params = {"metric_type": "BM25"}
+        fields = ["chunk_id", "document_id", "chunk", "text"]
         if mode == "keyword":
-            return client.search(
+            raw = client.search(
                 name, data=[request.text], anns_field="sparse", limit=limit, filter=expr,
                 output_fields=fields, search_params=sparse_params,
             )[0]
+            # Lite reports BM25 scores negated.
+            return [(item["entity"], abs(float(item["distance"])), None) for item in raw]
         from pymilvus import AnnSearchRequest
 
         requests = [
-            AnnSearchRequest(data=[request.vector.tolist()], anns_field="vector", param=dense_params,
+            AnnSearchRequest(data=[request.vector.tolist()], anns_field="vector", param=self._dense_params(limit),
                              limit=limit, expr=expr or None),
             AnnSearchRequest(data=[request.text], anns_field="sparse", param=sparse_params,
                              limit=limit, expr=expr or None),
         ]
         # The vectors come back so each hit's cosine is known (relevance checks need it, not the fused rank).
-        return client.hybrid_search(name, requests, _ranker(request.ranker), limit=limit,
-                                    output_fields=[*fields, "vector"])[0]
+        raw = client.hybrid_search(name, requests, _ranker(request.ranker), limit=limit,
+                                   output_fields=[*fields, "vector"])[0]
+        return [(item["entity"], float(item["distance"]), _cosine(query, item["entity"].get("vector")))
+                for item in raw]
+
+    def _search_with_keywords(self, client: Any, name: str, mode: str, request: SearchRequest,
+                              query: np.ndarray | None, limit: int, expr: str
+                              ) -> list[tuple[dict[str, Any], float, float | None]]:
+        """Keyword and hybrid search with this process's keyword index (Milvus Lite), fused here."""
+        keyword = [(h.row_id, h.score) for h in self._keywords[name].search(request.text, limit, request.document_ids)]
+        dense: dict[str, dict[str, Any]] = {}
+        ranking = keyword
+        if mode == "hybrid":
+            dense = {item["entity"]["row_id"]: item for item in self._dense(client, name, request, limit, expr)}
+            ranking = fuse([(rid, float(item["distance"])) for rid, item in dense.items()], keyword,
+                           request.ranker, limit)
+        rows = self._rows_by_id(client, name, [rid for rid, _ in ranking if rid not in dense], query is not None)
+        found = []
+        for row_id, score in ranking:
+            if row_id in dense:
+                found.append((dense[row_id]["entity"], score, float(dense[row_id]["distance"])))
+            elif row_id in rows:  # else deleted since the index saw it
+                found.append((rows[row_id], score, _cosine(query, rows[row_id].get("vector"))))
+        return found
+
+    def _dense_params(self, limit: int) -> dict[str, Any]:
+        return {"metric_type": "COSINE", "params": {"ef": max(64, limit)}}
+
+    def _dense(self, client: Any, name: str, request: SearchRequest, limit: int, expr: str) -> list[dict[str, Any]]:
+        return client.search(
+            name, data=[request.vector.tolist()], anns_field="vector", limit=limit, filter=expr,
+            output_fields=["row_id", "chunk_id", "document_id", "chunk", "text"],
+            search_params=self._dense_params(limit),
+        )[0]
+
+    def _rows_by_id(self, client: Any, name: str, row_ids: list[str], with_vector: bool) -> dict[str, dict[str, Any]]:
+        if not row_ids:
+            return {}
+        fields = ["row_id", "chunk_id", "document_id", "chunk", "text"] + (["vector"] if with_vector else [])
+        ids = ", ".join(quote(r) for r in row_ids)
+        rows = client.query(name, filter=f"row_id in [{ids}]", output_fields=fields)
+        return {r["row_id"]: r for r in rows}
+
+
+def _keyword_rows(rows: list[dict[str, Any]]) -> list[tuple[RowMeta, str]]:
+    return [(RowMeta(r["row_id"], r["chunk_id"], r["document_id"], r["ingest_id"]), r["text"]) for r in rows]
 
 
 def _cosine(query: np.ndarray | None, vector: Any) -> float | None:
