@@ -24,7 +24,7 @@ import numpy as np
 from ...errors import BadRequest, NotFound, Unavailable
 from ..protocols import Hit, IndexCapabilities, Replace, SearchRequest, StoredRow
 from .fusion import fuse
-from .keyword_index import KeywordIndex, RowMeta
+from .local_index import LocalIndex, RowMeta
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -84,10 +84,11 @@ class MilvusIndex:
         self._schema_cache: dict[str, bool] = {}
         # Milvus Lite runs inside this process and is not safe to call from several threads at once.
         self._lock = threading.RLock() if provider_type.startswith("inline::") else None
-        # Keyword indexes of loaded collections, for Milvus Lite only (None: the server's BM25).
-        self._keywords: dict[str, KeywordIndex] | None = {} if self._lock is not None else None
+        # The in-process search side of loaded collections, for Milvus Lite only (local_index.py);
+        # None for a Milvus server, which searches natively.
+        self._local: dict[str, LocalIndex] | None = {} if self._lock is not None else None
         # Term statistics sampled from a Milvus server's collections, dropped when this process writes.
-        self._term_samples: dict[str, KeywordIndex] = {}
+        self._term_samples: dict[str, LocalIndex] = {}
 
     # -- connection --------------------------------------------------------------------------
 
@@ -159,8 +160,8 @@ class MilvusIndex:
             self._drop_client()
             return
         with self._lock:
-            self._save_keywords()
-            self._keywords.clear()
+            self._save_local()
+            self._local.clear()
             self._drop_client()
 
     # -- capabilities -------------------------------------------------------------------------
@@ -170,7 +171,7 @@ class MilvusIndex:
 
     def _supports_bm25(self) -> bool:
         """Whether the server runs BM25 itself (a Milvus server >= 2.5)."""
-        if self._keywords is not None:
+        if self._local is not None:
             return False
         if self._bm25 is None:
             known = _server_supports_bm25(self.server_version())
@@ -185,7 +186,7 @@ class MilvusIndex:
         return self._bm25
 
     def _has_sparse(self, name: str) -> bool:
-        if self._keywords is not None:
+        if self._local is not None:
             return True
         if name not in self._schema_cache:
             info = self._call(lambda c: c.describe_collection(name))
@@ -196,7 +197,7 @@ class MilvusIndex:
         return self._schema_cache[name]
 
     def capabilities(self, name: str | None = None) -> IndexCapabilities:
-        full = self._has_sparse(name) if name else (self._keywords is not None or self._supports_bm25())
+        full = self._has_sparse(name) if name else (self._local is not None or self._supports_bm25())
         if full:
             return IndexCapabilities(keyword=True, hybrid=True)
         return IndexCapabilities(
@@ -208,17 +209,17 @@ class MilvusIndex:
 
     def term_coverage(self, name: str, question: str, texts: list[str]) -> float | None:
         self.load(name)
-        if self._keywords is not None:
+        if self._local is not None:
             with self._lock:
-                return self._keywords[name].coverage(question, texts)
+                return self._local[name].coverage(question, texts)
         # A Milvus server does not expose its BM25 statistics; term weights for the coverage check
         # are estimated from a sample of the collection instead (rough idf is all it needs).
         sample = self._term_samples.get(name)
         if sample is None:
             rows = self._call(lambda c: c.query(name, filter="", limit=TERM_SAMPLE_ROWS,
                                                 output_fields=["row_id", "chunk_id", "document_id", "ingest_id", "text"]))
-            sample = KeywordIndex()
-            sample.add(_keyword_rows(rows))
+            sample = LocalIndex(0)  # term statistics only, no vectors
+            sample.add((meta, text, np.zeros(0, dtype=np.float32)) for meta, text in _keyword_rows(rows))
             self._term_samples[name] = sample
         return sample.coverage(question, texts)
 
@@ -259,8 +260,8 @@ class MilvusIndex:
             self._call(lambda c: self._create(c, name, dimension, False))
         self._schema_cache.pop(name, None)
         self._loaded.add(name)
-        if self._keywords is not None:
-            self._keywords[name] = KeywordIndex()
+        if self._local is not None:
+            self._local[name] = LocalIndex(dimension)
             self._snapshot_path(name).unlink(missing_ok=True)
 
     def _create(self, client: Any, name: str, dimension: int, bm25: bool) -> None:
@@ -300,8 +301,8 @@ class MilvusIndex:
         self._loaded.discard(name)
         self._schema_cache.pop(name, None)
         self._term_samples.pop(name, None)
-        if self._keywords is not None:
-            self._keywords.pop(name, None)
+        if self._local is not None:
+            self._local.pop(name, None)
             self._snapshot_path(name).unlink(missing_ok=True)
 
     def load(self, name: str) -> None:
@@ -311,29 +312,29 @@ class MilvusIndex:
         if not self.exists(name):
             raise NotFound(f"the Milvus collection {name} is missing at {self.location}")
         self._call(lambda c: c.load_collection(name))
-        if self._keywords is not None:
-            self._keywords[name] = self._load_keywords(name)
+        if self._local is not None:
+            self._local[name] = self._load_local(name)
         self._loaded.add(name)
 
     def _snapshot_path(self, name: str) -> Path:
         return Path(self.location).with_name(Path(self.location).name + ".keywords") / f"{name}.npz"
 
-    def _load_keywords(self, name: str) -> KeywordIndex:
+    def _load_local(self, name: str) -> LocalIndex:
         """The keyword index saved at the last clean shutdown when it matches the collection, else
         rebuilt from the rows. The snapshot is removed once read: after a crash there is none, and
         the rows (the truth) are read again."""
         path = self._snapshot_path(name)
-        index = KeywordIndex.load(path) if path.exists() else None
+        index = LocalIndex.load(path) if path.exists() else None
         path.unlink(missing_ok=True)
         if index is not None and len(index) == self.count_rows(name, chunks_only=False, load=False):
             return index
         started = time.perf_counter()
-        index = self._call(lambda c: self._read_keywords(c, name))
+        index = self._call(lambda c: self._read_local(c, name))
         log.info("keyword index of %s rebuilt from %d rows in %.1f s", name, len(index), time.perf_counter() - started)
         return index
 
-    def _save_keywords(self) -> None:
-        for name, index in (self._keywords or {}).items():
+    def _save_local(self) -> None:
+        for name, index in (self._local or {}).items():
             path = self._snapshot_path(name)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -341,13 +342,17 @@ class MilvusIndex:
             except OSError as exc:  # the next start rebuilds it from the rows
                 log.warning("could not save the keyword index of %s: %s", name, exc)
 
-    def _read_keywords(self, client: Any, name: str) -> KeywordIndex:
-        index = KeywordIndex()
+    def _read_local(self, client: Any, name: str) -> LocalIndex:
+        fields = client.describe_collection(name)["fields"]
+        dimension = next(int(f["params"]["dim"]) for f in fields if f["name"] == "vector")
+        index = LocalIndex(dimension)
         iterator = client.query_iterator(name, batch_size=2_000, filter="",
-                                         output_fields=["row_id", "chunk_id", "document_id", "ingest_id", "text"])
+                                         output_fields=["row_id", "chunk_id", "document_id", "ingest_id", "text",
+                                                        "vector"])
         try:
             while batch := iterator.next():
-                index.add(_keyword_rows(batch))
+                index.add((meta, text, np.asarray(r["vector"], dtype=np.float32))
+                          for (meta, text), r in zip(_keyword_rows(batch), batch))
         finally:
             iterator.close()
         return index
@@ -389,17 +394,17 @@ class MilvusIndex:
             self._delete_quietly(name, f"ingest_id == {quote(ingest_id)}")
             raise
         self._term_samples.pop(name, None)
-        keywords = self._keywords.get(name) if self._keywords is not None else None
-        if keywords is not None:
+        local = self._local.get(name) if self._local is not None else None
+        if local is not None:
             with self._lock:
-                keywords.add(_keyword_rows(records))
+                local.add((meta, text, row.vector) for (meta, text), row in zip(_keyword_rows(records), rows))
         if replace is not None and replace.values:
             values = ", ".join(quote(v) for v in replace.values)
             expr = f"{replace.field} in [{values}] and ingest_id != {quote(ingest_id)}"
             self._call(lambda c: c.delete(name, filter=expr))
-            if keywords is not None:
+            if local is not None:
                 with self._lock:
-                    keywords.delete(replace.field, replace.values, keep_ingest=ingest_id)
+                    local.delete(replace.field, replace.values, keep_ingest=ingest_id)
         # Lite searches over unflushed rows are very slow; flushing once per ingest is cheap.
         self._call(lambda c: c.flush(name))
 
@@ -413,9 +418,9 @@ class MilvusIndex:
         ids = ", ".join(quote(d) for d in document_ids)
         self._call(lambda c: c.delete(name, filter=f"document_id in [{ids}]"))
         self._term_samples.pop(name, None)
-        if self._keywords is not None and name in self._keywords:
+        if self._local is not None and name in self._local:
             with self._lock:
-                self._keywords[name].delete("document_id", document_ids)
+                self._local[name].delete("document_id", document_ids)
         self._call(lambda c: c.flush(name))
 
     def count_rows(self, name: str, chunks_only: bool = True, load: bool = True) -> int:
@@ -458,8 +463,8 @@ class MilvusIndex:
                 return []
             expr = "document_id in [" + ", ".join(quote(d) for d in request.document_ids) + "]"
         query = None if request.vector is None else np.asarray(request.vector, dtype=np.float32)
-        if self._keywords is not None and mode != "vector":
-            found = self._call(lambda c: self._search_with_keywords(c, name, mode, request, query, limit, expr))
+        if self._local is not None:
+            found = self._call(lambda c: self._search_local(c, name, mode, request, query, limit))
         else:
             found = self._call(lambda c: self._search(c, name, mode, request, query, limit, expr))
         best: dict[str, Hit] = {}
@@ -476,11 +481,13 @@ class MilvusIndex:
     def _search(self, client: Any, name: str, mode: str, request: SearchRequest, query: np.ndarray | None,
                 limit: int, expr: str) -> list[tuple[dict[str, Any], float, float | None]]:
         """Search done by the server: (row, score, cosine) best first."""
-        if mode == "vector":
-            return [(item["entity"], float(item["distance"]), float(item["distance"]))
-                    for item in self._dense(client, name, request, limit, expr)]
-        sparse_params = {"metric_type": "BM25"}
         fields = ["chunk_id", "document_id", "chunk", "text"]
+        dense_params = {"metric_type": "COSINE", "params": {"ef": max(64, limit)}}
+        if mode == "vector":
+            raw = client.search(name, data=[request.vector.tolist()], anns_field="vector", limit=limit, filter=expr,
+                                output_fields=fields, search_params=dense_params)[0]
+            return [(item["entity"], float(item["distance"]), float(item["distance"])) for item in raw]
+        sparse_params = {"metric_type": "BM25"}
         if mode == "keyword":
             raw = client.search(
                 name, data=[request.text], anns_field="sparse", limit=limit, filter=expr,
@@ -491,7 +498,7 @@ class MilvusIndex:
         from pymilvus import AnnSearchRequest
 
         requests = [
-            AnnSearchRequest(data=[request.vector.tolist()], anns_field="vector", param=self._dense_params(limit),
+            AnnSearchRequest(data=[request.vector.tolist()], anns_field="vector", param=dense_params,
                              limit=limit, expr=expr or None),
             AnnSearchRequest(data=[request.text], anns_field="sparse", param=sparse_params,
                              limit=limit, expr=expr or None),
@@ -502,40 +509,28 @@ class MilvusIndex:
         return [(item["entity"], float(item["distance"]), _cosine(query, item["entity"].get("vector")))
                 for item in raw]
 
-    def _search_with_keywords(self, client: Any, name: str, mode: str, request: SearchRequest,
-                              query: np.ndarray | None, limit: int, expr: str
-                              ) -> list[tuple[dict[str, Any], float, float | None]]:
-        """Keyword and hybrid search with this process's keyword index (Milvus Lite), fused here."""
-        keyword = [(h.row_id, h.score) for h in self._keywords[name].search(request.text, limit, request.document_ids)]
-        dense: dict[str, dict[str, Any]] = {}
-        ranking = keyword
-        if mode == "hybrid":
-            dense = {item["entity"]["row_id"]: item for item in self._dense(client, name, request, limit, expr)}
-            ranking = fuse([(rid, float(item["distance"])) for rid, item in dense.items()], keyword,
-                           request.ranker, limit)
-        rows = self._rows_by_id(client, name, [rid for rid, _ in ranking if rid not in dense], query is not None)
-        found = []
-        for row_id, score in ranking:
-            if row_id in dense:
-                found.append((dense[row_id]["entity"], score, float(dense[row_id]["distance"])))
-            elif row_id in rows:  # else deleted since the index saw it
-                found.append((rows[row_id], score, _cosine(query, rows[row_id].get("vector"))))
-        return found
+    def _search_local(self, client: Any, name: str, mode: str, request: SearchRequest, query: np.ndarray | None,
+                      limit: int) -> list[tuple[dict[str, Any], float, float | None]]:
+        """Search on Milvus Lite: ranked by the in-process index, fused here as Milvus's rankers
+        would; Milvus gives only the rows' payloads."""
+        local = self._local[name]
+        dense: dict[str, float] = {}
+        if mode != "keyword" and query is not None:
+            dense = {h.row_id: h.score for h in local.search_dense(query, limit, request.document_ids)}
+        ranking = list(dense.items())
+        if mode != "vector":
+            keyword = [(h.row_id, h.score) for h in local.search(request.text, limit, request.document_ids)]
+            ranking = keyword if mode == "keyword" else fuse(ranking, keyword, request.ranker, limit)
+            if query is not None:
+                dense.update(local.cosine({rid for rid, _ in ranking if rid not in dense}, query))
+        rows = self._rows_by_id(client, name, [rid for rid, _ in ranking])
+        # A row missing from Milvus was deleted since the index saw it.
+        return [(rows[rid], score, dense.get(rid)) for rid, score in ranking if rid in rows]
 
-    def _dense_params(self, limit: int) -> dict[str, Any]:
-        return {"metric_type": "COSINE", "params": {"ef": max(64, limit)}}
-
-    def _dense(self, client: Any, name: str, request: SearchRequest, limit: int, expr: str) -> list[dict[str, Any]]:
-        return client.search(
-            name, data=[request.vector.tolist()], anns_field="vector", limit=limit, filter=expr,
-            output_fields=["row_id", "chunk_id", "document_id", "chunk", "text"],
-            search_params=self._dense_params(limit),
-        )[0]
-
-    def _rows_by_id(self, client: Any, name: str, row_ids: list[str], with_vector: bool) -> dict[str, dict[str, Any]]:
+    def _rows_by_id(self, client: Any, name: str, row_ids: list[str]) -> dict[str, dict[str, Any]]:
         if not row_ids:
             return {}
-        fields = ["row_id", "chunk_id", "document_id", "chunk", "text"] + (["vector"] if with_vector else [])
+        fields = ["row_id", "chunk_id", "document_id", "chunk", "text"]
         ids = ", ".join(quote(r) for r in row_ids)
         rows = client.query(name, filter=f"row_id in [{ids}]", output_fields=fields)
         return {r["row_id"]: r for r in rows}
