@@ -7,7 +7,8 @@ from fastapi import Request
 from ..core.stack import Stack
 
 
-def get_stack(request: Request) -> Stack:
+async def get_stack(request: Request) -> Stack:
+    # async: FastAPI runs a sync dependency on the thread pool, a thread hop on every request.
     return request.app.state.stack
 
 
