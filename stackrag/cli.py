@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import logging
 import mimetypes
-import os
 import sys
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import click
 import httpx
 
-from .config import ConfigError, load_config, truthy
+from .config import ConfigError, apply_environment, load_config
 
 DEFAULT_URL = "http://127.0.0.1:8321"
 TEXT_SUFFIXES = {".rst": "text/x-rst", ".md": "text/markdown", ".markdown": "text/markdown", ".txt": "text/plain"}
@@ -37,17 +36,22 @@ def run(config_path: str | None, host: str | None, port: int | None, data_dir: s
     import uvicorn
 
     from .api.app import create_app
+    from .api.auth import is_loopback
 
     try:
         config = load_config(config_path)
+        apply_environment(config)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     if data_dir:
         config.data_dir = data_dir
-    if truthy(os.environ.get("STACKRAG_ALLOW_PRIVATE_URLS")):
-        config.fetch.allow_private_urls = True
     host = host or config.server.host
     port = port or config.server.port
+    if not config.server.active_keys() and not is_loopback(host) and not config.server.allow_unauthenticated:
+        raise click.ClickException(
+            f"refusing to serve on {host} without API keys: anyone who can reach it could read and change "
+            "the knowledge base. Set STACKRAG_API_KEY (or server.api_keys in the config), or set "
+            "server.allow_unauthenticated: true if something in front of stackrag checks access.")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(config), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
 

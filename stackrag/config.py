@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 DEFAULT_PORT = 8321
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -63,11 +63,26 @@ class MetadataStore(BaseModel):
     db_path: str | None = None
 
 
+class ApiKey(BaseModel):
+    """A key clients send as `Authorization: Bearer <key>`. read_only keys may query and chat, not
+    insert, register or delete. A key that comes out empty (`${env.NAME:=}` unset) is ignored."""
+
+    key: SecretStr | None = None
+    access: Literal["read_write", "read_only"] = "read_write"
+
+
 class ServerSettings(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
+    # No keys: authentication is off (a loud warning), which is refused on a non-loopback address
+    # unless allow_unauthenticated says so. STACKRAG_API_KEY / STACKRAG_READ_ONLY_API_KEY add keys.
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    allow_unauthenticated: bool = False
+
+    def active_keys(self) -> list[ApiKey]:
+        return [k for k in self.api_keys if k.key is not None and k.key.get_secret_value()]
 
 
 class FetchSettings(BaseModel):
@@ -217,6 +232,25 @@ def substitute_env(value: Any, env: dict[str, str] | None = None) -> Any:
     if whole and result == "":
         return None
     return result
+
+
+MIN_KEY_LENGTH = 16
+
+
+def apply_environment(config: RunConfig, env: dict[str, str] | None = None) -> RunConfig:
+    """Settings the environment gives whatever the config file says (secrets stay out of files)."""
+    env = os.environ if env is None else env
+    if truthy(env.get("STACKRAG_ALLOW_PRIVATE_URLS")):
+        config.fetch.allow_private_urls = True
+    for name, access in (("STACKRAG_API_KEY", "read_write"), ("STACKRAG_READ_ONLY_API_KEY", "read_only")):
+        if env.get(name):
+            config.server.api_keys.append(ApiKey(key=SecretStr(env[name]), access=access))
+    for key in config.server.active_keys():
+        # Never echo the key: the message names the rule only.
+        if len(key.key.get_secret_value()) < MIN_KEY_LENGTH:
+            raise ConfigError(f"an API key ({key.access}) is shorter than {MIN_KEY_LENGTH} characters; "
+                              "use a long random one, e.g. `openssl rand -hex 24`")
+    return config
 
 
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> RunConfig:

@@ -16,6 +16,8 @@ from .. import __version__
 from ..config import RunConfig
 from ..core.stack import Stack, build_stack
 from ..errors import StackError
+from .auth import ApiKeyAuth
+from .errors import error_response, openai_error
 from .routes import (
     agents,
     inference,
@@ -68,6 +70,15 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_REQUEST_BYTES)
+    keys = config.server.active_keys()
+    if keys:
+        # Added last, so it runs first: a request without a valid key is refused before anything else.
+        app.add_middleware(ApiKeyAuth, keys=keys)
+        log.info("API keys required (%d read-write, %d read-only)", sum(k.access == "read_write" for k in keys),
+                 sum(k.access == "read_only" for k in keys))
+    else:
+        log.warning("AUTHENTICATION IS OFF: anyone who can reach this server can read and change the knowledge "
+                    "base. Set STACKRAG_API_KEY (or server.api_keys in the config) to require API keys.")
     return app
 
 
@@ -75,15 +86,7 @@ async def _stack_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StackError)
     if exc.status_code >= 500:
         log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message)
-    return JSONResponse({"detail": exc.message, "error": openai_error(exc.message, exc.status_code)},
-                        status_code=exc.status_code)
-
-
-def openai_error(message: str, status: int) -> dict[str, Any]:
-    """OpenAI clients read `error.message`; Llama Stack clients read `detail`. Both are sent."""
-    kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-            404: "not_found_error", 413: "invalid_request_error"}.get(status, "server_error")
-    return {"message": message, "type": kind, "param": None, "code": status}
+    return error_response(exc.message, exc.status_code)
 
 
 def describe_validation_errors(errors: list[Any]) -> str:
@@ -145,7 +148,7 @@ class BodySizeLimit:
         return f"request body is larger than {self.max_bytes} bytes; send less per request"
 
     async def _refuse(self, send: Send) -> None:
-        response = JSONResponse({"detail": self._message()}, status_code=413)
+        response = error_response(self._message(), 413)
         await response({"type": "http"}, _empty_receive, send)
 
 

@@ -1,0 +1,18 @@
+"""The JSON body of every error answer: `detail` for Llama Stack clients, `error` for OpenAI ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+
+def openai_error(message: str, status: int) -> dict[str, Any]:
+    kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+            404: "not_found_error", 413: "invalid_request_error"}.get(status, "server_error")
+    return {"message": message, "type": kind, "param": None, "code": status}
+
+
+def error_response(message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": message, "error": openai_error(message, status)}, status_code=status,
+                        headers=headers)
