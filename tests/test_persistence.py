@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 from llama_stack_client import LlamaStackClient
 
@@ -16,6 +20,29 @@ def config_for(request, tmp_path):
             return write_config(data_dir / "run.yaml", inline_vector_io())
         return write_config(data_dir / "run.yaml", remote_vector_io(request.getfixturevalue("lite_uri")))
 
+    def count_rows(data_dir, vector_db_id: str, document_id: str) -> int:
+        """Rows of a document, counted on the server's Milvus by a process of its own (Milvus Lite
+        keeps its file locked until the process that opened it exits)."""
+        if request.param == "inline":
+            args = ("inline::milvus", {"db_path": str(data_dir / "milvus.db")})
+        else:
+            args = ("remote::milvus", {"uri": request.getfixturevalue("lite_uri")})
+        script = (
+            "import json, sys\n"
+            "from pathlib import Path\n"
+            "from stackrag.providers.vector_io.milvus import MilvusIndex\n"
+            "kind, config, data, db, doc = json.loads(sys.argv[1])\n"
+            "index = MilvusIndex('m', kind, config, Path(data))\n"
+            "name = index.name_for(db)\n"
+            "index.load(name)\n"
+            "rows = index._call(lambda c: c.query(name, filter=f'document_id == \"{doc}\"', output_fields=['count(*)']))\n"
+            "print(rows[0]['count(*)'])\n"
+        )
+        done = subprocess.run([sys.executable, "-c", script, json.dumps([*args, str(data_dir), vector_db_id, document_id])],
+                              capture_output=True, text=True, timeout=120, check=True)
+        return int(done.stdout.strip().splitlines()[-1])
+
+    make.count_rows = count_rows
     return make
 
 
@@ -111,3 +138,77 @@ def test_keyword_search_survives_a_restart(tmp_path, how):
         assert len(hits.chunks) == 3
     finally:
         server.stop()
+
+
+def test_a_server_killed_during_ingestion_restarts_consistent(tmp_path, config_for):
+    """kill -9 while a large document is being written (several Milvus inserts): after the restart
+    that document is whole or absent, the others are untouched, and inserting it again gives
+    exactly one copy."""
+    import sqlite3
+    import threading
+    import time
+
+    import httpx
+    import numpy as np
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    config = config_for(data_dir)
+    rng = np.random.default_rng(7)
+
+    def chunks(doc: str, n: int) -> list[dict]:
+        vectors = rng.standard_normal((n, 384)).astype(np.float32)
+        return [{"content": f"{doc} part {i}", "metadata": {"document_id": doc}, "embedding": v.tolist()}
+                for i, v in enumerate(vectors)]
+
+    big = chunks("big", 2500)  # three Milvus insert calls of 1,000 rows
+    db = new_id("kill")
+    server = start_server(data_dir, config)
+    try:
+        client = LlamaStackClient(base_url=server.url)
+        client.vector_dbs.register(vector_db_id=db, embedding_model="all-MiniLM-L6-v2")
+        client.vector_io.insert(vector_db_id=db, chunks=chunks("small", 40))
+
+        def insert_big() -> None:
+            try:
+                httpx.post(f"{server.url}/v1/vector-io/insert", json={"vector_db_id": db, "chunks": big}, timeout=120)
+            except httpx.HTTPError:
+                pass  # the server dies under it
+
+        sender = threading.Thread(target=insert_big)
+        sender.start()
+        # The write's journal entry appears in the registry when the Milvus inserts begin.
+        registry = sqlite3.connect(f"file:{data_dir / 'registry.db'}?mode=ro", uri=True, timeout=5)
+        deadline = time.monotonic() + 60
+        while not registry.execute("SELECT count(*) FROM records WHERE namespace = 'ingests'").fetchone()[0]:
+            assert time.monotonic() < deadline, "the insert never started writing"
+            time.sleep(0.01)
+        registry.close()
+        time.sleep(0.2)
+        server.process.kill()
+        server.process.wait()
+        sender.join()
+    finally:
+        server.stop()
+
+    # The restart removes what the killed write left (Stack.startup -> Ingestion.recover).
+    server = start_server(data_dir, config)
+    try:
+        assert db in [d.identifier for d in LlamaStackClient(base_url=server.url).vector_dbs.list()]
+    finally:
+        server.stop()
+
+    def count(document_id: str) -> int:
+        return config_for.count_rows(data_dir, db, document_id)
+
+    assert count("small") == 40
+    assert count("big") in (0, 2500)
+    with sqlite3.connect(data_dir / "registry.db") as registry:
+        assert registry.execute("SELECT count(*) FROM records WHERE namespace = 'ingests'").fetchone()[0] == 0
+
+    server = start_server(data_dir, config)
+    try:
+        LlamaStackClient(base_url=server.url).vector_io.insert(vector_db_id=db, chunks=big)
+    finally:
+        server.stop()
+    assert count("big") == 2500 and count("small") == 40

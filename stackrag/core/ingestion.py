@@ -20,11 +20,12 @@ from typing import Any, Awaitable, Callable
 import numpy as np
 
 from ..config import FetchSettings, IngestionSettings
-from ..errors import BadRequest, PayloadTooLarge
+from ..errors import BadRequest, PayloadTooLarge, StackError
 from ..providers.protocols import Embedder, Replace, StoredRow, VectorIndex
 from .chunking import TextChunk, embedding_windows, split_document
 from .documents import document_text, title_of
 from .sections import markup_of
+from ..storage.registry import Registry
 from .records import VectorDBRecord
 from .text import content_as_text
 
@@ -69,10 +70,41 @@ class InsertStats:
     seconds: float = 0.0
 
 
+# Ingests under way, in the registry: one left behind by a killed process names rows to remove.
+INGESTS = "ingests"
+
+
 class Ingestion:
-    def __init__(self, fetch: FetchSettings, limits: IngestionSettings):
+    def __init__(self, fetch: FetchSettings, limits: IngestionSettings, registry: Registry):
         self._fetch = fetch
         self._limits = limits
+        self._registry = registry
+
+    async def _write(self, vector_db: VectorDBRecord, index: VectorIndex, rows: list[StoredRow],
+                     replace: Replace) -> None:
+        """One all-or-nothing write. index.write removes its own rows when it fails; the journal
+        entry covers a process killed in the middle (recover() removes them at the next start)."""
+        ingest_id = uuid.uuid4().hex
+        self._registry.put(INGESTS, ingest_id, {"ingest_id": ingest_id, "provider_id": vector_db.provider_id,
+                                                "collection": vector_db.collection})
+        await asyncio.to_thread(index.write, vector_db.collection, rows, ingest_id, replace)
+        self._registry.delete(INGESTS, ingest_id)
+
+    def recover(self, indexes: dict[str, VectorIndex]) -> None:
+        """Remove the rows of writes a killed process left unfinished: each document whole or absent."""
+        for entry in self._registry.list(INGESTS):
+            index = indexes.get(entry["provider_id"])
+            if index is None:
+                continue
+            try:
+                removed = index.delete_ingest(entry["collection"], entry["ingest_id"])
+            except StackError as exc:
+                log.warning("could not undo an unfinished ingest in %s yet: %s", entry["collection"], exc.message)
+                continue
+            if removed:
+                log.warning("removed %d rows of an unfinished ingest in %s (the server stopped during it)",
+                            removed, entry["collection"])
+            self._registry.delete(INGESTS, entry["ingest_id"])
 
     # -- rag-tool insert: whole documents ----------------------------------------------------
 
@@ -214,9 +246,7 @@ class Ingestion:
                 rows.append(_row(chunk, window, text, vectors[offset]))
                 offset += 1
         for document_id, rows in rows_by_doc.items():
-            await asyncio.to_thread(
-                index.write, vector_db.collection, rows, uuid.uuid4().hex, Replace("document_id", [document_id])
-            )
+            await self._write(vector_db, index, rows, Replace("document_id", [document_id]))
             stats.documents += 1
         stats.chunks += len(all_chunks)
         stats.windows += offset
@@ -250,7 +280,7 @@ class Ingestion:
                 offset += 1
         # The same chunk (document_id and content) inserted again replaces itself instead of doubling.
         replace = Replace("chunk_id", sorted({c.chunk_id for c in prepared}))
-        await asyncio.to_thread(index.write, vector_db.collection, rows, uuid.uuid4().hex, replace)
+        await self._write(vector_db, index, rows, replace)
         return InsertStats(
             documents=len({c.document_id for c in prepared}),
             chunks=len(prepared),

@@ -83,6 +83,7 @@ class Stack:
                 except StackError as exc:
                     log.warning("embedding model %s is not usable: %s", model.identifier, exc.message)
         self.vector_dbs.load_all()
+        self.ingestion.recover(self.vector_dbs.indexes)
 
     def close(self) -> None:
         for info in self.providers:
@@ -121,7 +122,7 @@ def build_stack(config: RunConfig) -> Stack:
         registry=registry,
         models=models,
         vector_dbs=vector_dbs,
-        ingestion=Ingestion(config.fetch, config.ingestion),
+        ingestion=Ingestion(config.fetch, config.ingestion, registry),
         retrieval=Retrieval(config.retrieval),
         files=FileService(registry, BlobStore(data_dir / "files"), config.ingestion.max_document_bytes),
         providers=providers,

@@ -106,6 +106,10 @@ class VectorIndex(Protocol):
 
     def delete_documents(self, name: str, document_ids: list[str]) -> None: ...
 
+    def delete_ingest(self, name: str, ingest_id: str) -> int:
+        """Remove the rows one write (ingest_id) inserted; how many there were."""
+        ...
+
     def search(self, name: str, request: SearchRequest) -> list[Hit]:
         """Best row per chunk, best first; scores are higher-is-better."""
         ...

@@ -330,7 +330,7 @@ class MilvusIndex:
             return index
         started = time.perf_counter()
         index = self._call(lambda c: self._read_local(c, name))
-        log.info("keyword index of %s rebuilt from %d rows in %.1f s", name, len(index), time.perf_counter() - started)
+        log.info("search index of %s rebuilt from %d rows in %.1f s", name, len(index), time.perf_counter() - started)
         return index
 
     def _save_local(self) -> None:
@@ -413,6 +413,20 @@ class MilvusIndex:
             self._call(lambda c: c.delete(name, filter=expr))
         except Exception as exc:
             log.error("could not remove a failed ingest's rows from %s: %s", name, exc)
+
+    def delete_ingest(self, name: str, ingest_id: str) -> int:
+        if not self.exists(name):
+            return 0
+        self.load(name)
+        expr = f"ingest_id == {quote(ingest_id)}"
+        found = self._call(lambda c: c.query(name, filter=expr, output_fields=["count(*)"]))
+        self._call(lambda c: c.delete(name, filter=expr))
+        self._term_samples.pop(name, None)
+        if self._local is not None and name in self._local:
+            with self._lock:
+                self._local[name].delete("ingest_id", [ingest_id])
+        self._call(lambda c: c.flush(name))
+        return int(found[0]["count(*)"])
 
     def delete_documents(self, name: str, document_ids: list[str]) -> None:
         ids = ", ".join(quote(d) for d in document_ids)
