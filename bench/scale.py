@@ -34,26 +34,26 @@ import argparse
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import numpy as np
 import orjson
 
-from common import ROOT, free_port, header, rss_mb, start_server, write_result
+from common import ROOT, header, rss_mb, start_server, write_result
 
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from stackrag.core.chunking import embed_whole, split_document  # noqa: E402
 from stackrag.core.documents import extract_text  # noqa: E402
 from stackrag.providers.inference.sentence_transformers import MiniLMEmbedder  # noqa: E402
+from milvus_servers import lite_server_process  # noqa: E402  (tests/: the servers the tests start)
 
 CHUNK_SIZE = 512
 BATCH = 1000
@@ -226,45 +226,6 @@ def tree_rss_mb(pid: int) -> float:
 # -- backends -----------------------------------------------------------------------------------
 
 
-@contextmanager
-def milvus_server(data_dir: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`milvus-lite server` on 127.0.0.1, as tests/milvus_servers.py starts it."""
-    from pymilvus import MilvusClient
-
-    port = free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [str(Path(sys.executable).parent / "milvus-lite"), "server", "--host", "127.0.0.1", "--port", str(port),
-           "--data-dir", str(data_dir)]
-    log = open(data_dir / "milvus.log", "ab")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"milvus-lite server exited with {proc.returncode}")
-            try:
-                client = MilvusClient(uri=uri, token="root:Milvus", timeout=2)
-                client.list_collections()
-                client.close()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
-        yield uri, proc
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        except ProcessLookupError:
-            pass
-        log.close()
-
-
 def remote_config(path: Path, uri: str) -> Path:
     """The shape tests/conftest.py writes for remote mode."""
     path.write_text(
@@ -342,7 +303,7 @@ def run_remote(sizes: list[int], material, questions: list[str]) -> dict:
     result: dict = {"provider_type": "remote::milvus", "milvus": "milvus-lite server (gRPC, 127.0.0.1)"}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        with milvus_server(data / "milvus") as (uri, mproc):
+        with lite_server_process(data / "milvus") as (uri, mproc):
             result["milvus_rss_idle_mb"] = tree_rss_mb(mproc.pid)
             proc, url, cold = start_server(data / "stackrag", remote_config(data / "run.yaml", uri))
             index = milvus_index("remote::milvus", {"uri": uri, "token": "root:Milvus"}, data)

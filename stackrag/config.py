@@ -121,7 +121,8 @@ class RetrievalSettings(BaseModel):
     relevance_threshold: float | None = Field(default=0.4, ge=-1.0, le=1.0)
     # ... and also when the top chunks hold less than this share of the question's term weight
     # (idf) while their cosine stays below `trusted_similarity`: the question hinges on words the
-    # documents never use. Needs the store's term statistics (Milvus Lite); None turns it off.
+    # documents never use (idf from the collection; on a Milvus server, from a sample of it);
+    # None turns it off.
     term_coverage: float | None = Field(default=0.25, ge=0.0, le=1.0)
     trusted_similarity: float = Field(default=0.6, ge=-1.0, le=1.0)
     # A question this similar to "what do these documents cover?" gets each document's opening

@@ -82,6 +82,13 @@ def _group_alive(pgid: int) -> bool:
 
 @contextmanager
 def lite_server(data_dir: Path, port: int | None = None) -> Iterator[str]:
+    with lite_server_process(data_dir, port) as (uri, _):
+        yield uri
+
+
+@contextmanager
+def lite_server_process(data_dir: Path, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """lite_server, also giving its process (bench/scale.py measures its memory)."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "milvus-lite-server.log"
@@ -92,7 +99,7 @@ def lite_server(data_dir: Path, port: int | None = None) -> Iterator[str]:
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_for_milvus(uri, process, log_path, timeout=60)
-        yield uri
+        yield uri, process
     finally:
         _stop(process)
 

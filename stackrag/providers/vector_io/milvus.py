@@ -3,9 +3,10 @@
 One collection per vector DB, with an explicit schema: a row is one embedding window of a chunk,
 `document_id` is a top-level field (filters on JSON keys are ~40x slower in Lite), and `chunk` holds
 the chunk as the API returns it. Keyword (BM25) search comes from the server's BM25 function on
-`text` where it has one (Milvus >= 2.5) and, for Milvus Lite, from an index in this process
-(keyword_index.py: Lite's own BM25 is slow and scores each segment apart). Scores are
-higher-is-better: cosine similarity for dense search.
+`text` where it has one (Milvus >= 2.5). For Milvus Lite, dense and keyword search both run on an
+index in this process (local_index.py: Lite's own search is pure Python, and its BM25 scores each
+segment apart); Lite stores the rows and returns the winners. Scores are higher-is-better: cosine
+similarity for dense search.
 """
 
 from __future__ import annotations
@@ -219,7 +220,7 @@ class MilvusIndex:
             rows = self._call(lambda c: c.query(name, filter="", limit=TERM_SAMPLE_ROWS,
                                                 output_fields=["row_id", "chunk_id", "document_id", "ingest_id", "text"]))
             sample = LocalIndex(0)  # term statistics only, no vectors
-            sample.add((meta, text, np.zeros(0, dtype=np.float32)) for meta, text in _keyword_rows(rows))
+            sample.add((meta, text, np.zeros(0, dtype=np.float32)) for meta, text in _index_rows(rows))
             self._term_samples[name] = sample
         return sample.coverage(question, texts)
 
@@ -320,7 +321,7 @@ class MilvusIndex:
         return Path(self.location).with_name(Path(self.location).name + ".keywords") / f"{name}.npz"
 
     def _load_local(self, name: str) -> LocalIndex:
-        """The keyword index saved at the last clean shutdown when it matches the collection, else
+        """The local index saved at the last clean shutdown when it matches the collection, else
         rebuilt from the rows. The snapshot is removed once read: after a crash there is none, and
         the rows (the truth) are read again."""
         path = self._snapshot_path(name)
@@ -340,7 +341,7 @@ class MilvusIndex:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 index.save(path)
             except OSError as exc:  # the next start rebuilds it from the rows
-                log.warning("could not save the keyword index of %s: %s", name, exc)
+                log.warning("could not save the search index of %s: %s", name, exc)
 
     def _read_local(self, client: Any, name: str) -> LocalIndex:
         fields = client.describe_collection(name)["fields"]
@@ -352,7 +353,7 @@ class MilvusIndex:
         try:
             while batch := iterator.next():
                 index.add((meta, text, np.asarray(r["vector"], dtype=np.float32))
-                          for (meta, text), r in zip(_keyword_rows(batch), batch))
+                          for (meta, text), r in zip(_index_rows(batch), batch))
         finally:
             iterator.close()
         return index
@@ -397,14 +398,9 @@ class MilvusIndex:
         local = self._local.get(name) if self._local is not None else None
         if local is not None:
             with self._lock:
-                local.add((meta, text, row.vector) for (meta, text), row in zip(_keyword_rows(records), rows))
+                local.add((meta, text, row.vector) for (meta, text), row in zip(_index_rows(records), rows))
         if replace is not None and replace.values:
-            values = ", ".join(quote(v) for v in replace.values)
-            expr = f"{replace.field} in [{values}] and ingest_id != {quote(ingest_id)}"
-            self._call(lambda c: c.delete(name, filter=expr))
-            if local is not None:
-                with self._lock:
-                    local.delete(replace.field, replace.values, keep_ingest=ingest_id)
+            self._delete_rows(name, replace.field, replace.values, keep_ingest=ingest_id)
         # Lite searches over unflushed rows are very slow; flushing once per ingest is cheap.
         self._call(lambda c: c.flush(name))
 
@@ -414,27 +410,31 @@ class MilvusIndex:
         except Exception as exc:
             log.error("could not remove a failed ingest's rows from %s: %s", name, exc)
 
+    def _delete_rows(self, name: str, field: str, values: list[str], keep_ingest: str | None = None) -> None:
+        """Delete rows whose `field` is in `values` (except those of ingest `keep_ingest`) from Milvus
+        and, in step, from what this process keeps about the collection."""
+        expr = f"{field} in [{', '.join(quote(v) for v in values)}]"
+        if keep_ingest is not None:
+            expr += f" and ingest_id != {quote(keep_ingest)}"
+        self._call(lambda c: c.delete(name, filter=expr))
+        self._term_samples.pop(name, None)
+        local = self._local.get(name) if self._local is not None else None
+        if local is not None:
+            with self._lock:
+                local.delete(field, values, keep_ingest=keep_ingest)
+
     def delete_ingest(self, name: str, ingest_id: str) -> int:
         if not self.exists(name):
             return 0
         self.load(name)
         expr = f"ingest_id == {quote(ingest_id)}"
         found = self._call(lambda c: c.query(name, filter=expr, output_fields=["count(*)"]))
-        self._call(lambda c: c.delete(name, filter=expr))
-        self._term_samples.pop(name, None)
-        if self._local is not None and name in self._local:
-            with self._lock:
-                self._local[name].delete("ingest_id", [ingest_id])
+        self._delete_rows(name, "ingest_id", [ingest_id])
         self._call(lambda c: c.flush(name))
         return int(found[0]["count(*)"])
 
     def delete_documents(self, name: str, document_ids: list[str]) -> None:
-        ids = ", ".join(quote(d) for d in document_ids)
-        self._call(lambda c: c.delete(name, filter=f"document_id in [{ids}]"))
-        self._term_samples.pop(name, None)
-        if self._local is not None and name in self._local:
-            with self._lock:
-                self._local[name].delete("document_id", document_ids)
+        self._delete_rows(name, "document_id", document_ids)
         self._call(lambda c: c.flush(name))
 
     def count_rows(self, name: str, chunks_only: bool = True, load: bool = True) -> int:
@@ -550,7 +550,7 @@ class MilvusIndex:
         return {r["row_id"]: r for r in rows}
 
 
-def _keyword_rows(rows: list[dict[str, Any]]) -> list[tuple[RowMeta, str]]:
+def _index_rows(rows: list[dict[str, Any]]) -> list[tuple[RowMeta, str]]:
     return [(RowMeta(r["row_id"], r["chunk_id"], r["document_id"], r["ingest_id"]), r["text"]) for r in rows]
 
 
