@@ -17,16 +17,8 @@ class NotFound(StackError):
     status_code = 404
 
 
-class Conflict(StackError):
-    status_code = 409
-
-
 class PayloadTooLarge(StackError):
     status_code = 413
-
-
-class NotImplementedYet(StackError):
-    status_code = 501
 
 
 class Unavailable(StackError):

@@ -201,6 +201,12 @@ def test_loopback_is_fetched_when_allowed(site: str, host: str) -> None:
 )
 def test_private_addresses_are_blocked(address: str) -> None:
     # Checked without connecting: no traffic may go to these addresses from here.
+    if "169.254.169.254" in address:
+        # Cloud metadata: refused even when private URLs are allowed.
+        for allow in (False, True):
+            with pytest.raises(PrivateAddressError, match="metadata"):
+                check_address(address, allow_private=allow)
+        return
     with pytest.raises(PrivateAddressError, match="private"):
         check_address(address, allow_private=False)
     check_address(address, allow_private=True)

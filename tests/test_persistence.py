@@ -20,9 +20,10 @@ def config_for(request, tmp_path):
             return write_config(data_dir / "run.yaml", inline_vector_io())
         return write_config(data_dir / "run.yaml", remote_vector_io(request.getfixturevalue("lite_uri")))
 
-    def count_rows(data_dir, vector_db_id: str, document_id: str) -> int:
-        """Rows of a document, counted on the server's Milvus by a process of its own (Milvus Lite
-        keeps its file locked until the process that opened it exits)."""
+    def milvus(data_dir, code: str, **values) -> object:
+        """Run `code` against the server's Milvus in a process of its own (Milvus Lite keeps its file
+        locked until the process that opened it exits), with `index` (a MilvusIndex) and `values`
+        defined; it sets `result`, which comes back through JSON."""
         if request.param == "inline":
             args = ("inline::milvus", {"db_path": str(data_dir / "milvus.db")})
         else:
@@ -31,18 +32,27 @@ def config_for(request, tmp_path):
             "import json, sys\n"
             "from pathlib import Path\n"
             "from stackrag.providers.vector_io.milvus import MilvusIndex\n"
-            "kind, config, data, db, doc = json.loads(sys.argv[1])\n"
+            "kind, config, data, values = json.loads(sys.argv[1])\n"
             "index = MilvusIndex('m', kind, config, Path(data))\n"
+            "globals().update(values)\n"
+            "result = None\n" + code + "\n"
+            "index.close()\n"
+            "print(json.dumps(result))\n"
+        )
+        done = subprocess.run([sys.executable, "-c", script, json.dumps([*args, str(data_dir), values])],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def count_rows(data_dir, vector_db_id: str, document_id: str) -> int:
+        return milvus(data_dir, (
             "name = index.name_for(db)\n"
             "index.load(name)\n"
             "rows = index._call(lambda c: c.query(name, filter=f'document_id == \"{doc}\"', output_fields=['count(*)']))\n"
-            "print(rows[0]['count(*)'])\n"
-        )
-        done = subprocess.run([sys.executable, "-c", script, json.dumps([*args, str(data_dir), vector_db_id, document_id])],
-                              capture_output=True, text=True, timeout=120, check=True)
-        return int(done.stdout.strip().splitlines()[-1])
+            "result = rows[0]['count(*)']"), db=vector_db_id, doc=document_id)
 
     make.count_rows = count_rows
+    make.milvus = milvus
     return make
 
 
@@ -212,3 +222,47 @@ def test_a_server_killed_during_ingestion_restarts_consistent(tmp_path, config_f
     finally:
         server.stop()
     assert count("big") == 2500 and count("small") == 40
+
+
+def test_start_up_makes_milvus_match_the_registry(tmp_path, config_for):
+    """What a kill between the steps of a register or an unregister leaves, made by hand: a registered
+    vector DB without its collection (re-created empty, usable), and an unregister journalled but not
+    yet dropped in Milvus (finished: the collection goes). Other collections on the Milvus are left."""
+    import sqlite3
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    config = config_for(data_dir)
+    kept, lost, ghost = new_id("kept"), new_id("lost"), new_id("ghost")
+    server = start_server(data_dir, config)
+    try:
+        client = LlamaStackClient(base_url=server.url)
+        for db in (kept, lost, ghost):
+            client.vector_dbs.register(vector_db_id=db, embedding_model="all-MiniLM-L6-v2")
+        client.vector_io.insert(vector_db_id=kept, chunks=[
+            {"content": "The lighthouse keeper lit the lamp at dusk.", "metadata": {"document_id": "a"}}])
+    finally:
+        server.stop()
+    collections = "result = sorted(index.name_for(x) for x in ids if index.exists(index.name_for(x)))"
+    config_for.milvus(data_dir, "index.drop(index.name_for(lost))", lost=lost)
+    with sqlite3.connect(data_dir / "registry.db") as registry:  # the unregister's first two steps
+        registry.execute("UPDATE records SET namespace = 'vector_db_drops' WHERE namespace = 'vector_dbs' "
+                         "AND key = ?", (ghost,))
+
+    server = start_server(data_dir, config)
+    try:
+        client = LlamaStackClient(base_url=server.url)
+        listed = {d.identifier for d in client.vector_dbs.list()}
+        assert {kept, lost} <= listed and ghost not in listed
+        assert client.vector_io.query(vector_db_id=kept, query="lamp").chunks[0].metadata["document_id"] == "a"
+        assert client.vector_io.query(vector_db_id=lost, query="lamp").chunks == []
+        client.vector_io.insert(vector_db_id=lost, chunks=[
+            {"content": "Fog horns sound in the mist.", "metadata": {"document_id": "b"}}])
+        assert client.vector_io.query(vector_db_id=lost, query="fog").chunks[0].metadata["document_id"] == "b"
+        assert "finishing its unregister" in server.log_tail(200)
+    finally:
+        server.stop()
+    assert config_for.milvus(data_dir, collections, ids=[kept, lost, ghost]) == sorted(
+        config_for.milvus(data_dir, "result = [index.name_for(x) for x in ids]", ids=[kept, lost]))
+    with sqlite3.connect(data_dir / "registry.db") as registry:
+        assert registry.execute("SELECT count(*) FROM records WHERE namespace = 'vector_db_drops'").fetchone()[0] == 0

@@ -16,6 +16,7 @@ from .. import __version__
 from ..config import RunConfig
 from ..core.stack import Stack, build_stack
 from ..errors import StackError
+from . import openapi
 from .auth import ApiKeyAuth
 from .errors import error_response, openai_error
 from .routes import (
@@ -59,6 +60,7 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.stack = stack
+    openapi.install(app)
     for module in (inspect, models, vector_dbs, vector_io, rag_tool, tools, tool_runtime, inference, agents):
         app.include_router(module.router)
     # The OpenAI-compatible routes live under /v1 (clients 0.4+) and /v1/openai/v1 (0.2.x era).

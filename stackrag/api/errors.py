@@ -5,6 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: int
+    detail: dict[str, Any] | None = None  # validation errors: Llama Stack's {"errors": [...]}
+
+
+class ErrorBody(BaseModel):
+    """What every error answer holds (documented in the OpenAPI schema)."""
+
+    detail: str
+    error: OpenAIError | None = None
 
 
 def openai_error(message: str, status: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from ..errors import BadRequest, NotFound, NotImplementedYet
+from ..errors import BadRequest, NotFound
 from ..storage.registry import Registry, require
 from .inference import Completion, Delta, Sampling, generate
 from .messages import to_openai, tool_call, tool_definition_to_openai
@@ -119,9 +119,9 @@ class AgentService:
         self._models.chat_model(model)  # an unknown or non-chat model fails now, not at the first turn
         rag_tool_of(config.get("toolgroups") or [], self._retrieval_mode)
         if config.get("client_tools"):
-            raise NotImplementedYet("client_tools are not supported yet; use builtin::rag")
+            raise BadRequest("client_tools are not supported yet; use builtin::rag")
         if config.get("input_shields") or config.get("output_shields"):
-            raise NotImplementedYet("shields are not supported by stackrag; leave input_shields/output_shields empty")
+            raise BadRequest("shields are not supported by stackrag; leave input_shields/output_shields empty")
         agent_id = str(uuid.uuid4())
         record = {"agent_id": agent_id, "agent_config": config, "created_at": now()}
         self._registry.put(AGENTS, agent_id, record)
@@ -179,6 +179,13 @@ class AgentService:
                 return turn
         raise NotFound(f"Turn {turn_id!r} not found in session {session_id!r}")
 
+    def resume_turn(self, agent_id: str, session_id: str, turn_id: str) -> None:
+        """Llama Stack resumes turns paused for client-side tool results; stackrag runs its tools itself, so
+        every stored turn is complete and an unknown one is a 404."""
+        self.get_turn(agent_id, session_id, turn_id)
+        raise BadRequest(f"turn {turn_id!r} is complete: stackrag runs its tools itself and never leaves a turn "
+                         "awaiting tool responses; start a new turn instead")
+
     def get_step(self, agent_id: str, session_id: str, turn_id: str, step_id: str) -> dict[str, Any]:
         for step in self.get_turn(agent_id, session_id, turn_id)["steps"]:
             if step["step_id"] == step_id:
@@ -201,7 +208,7 @@ class AgentService:
                 raise BadRequest(f"messages[{i}].role must be 'user' or 'tool' in a turn")
             to_openai(message, f"messages[{i}]")
         if documents:
-            raise NotImplementedYet("documents attached to a turn are not supported yet; insert them with rag-tool")
+            raise BadRequest("documents attached to a turn are not supported yet; insert them with rag-tool")
         if toolgroups:
             rag_tool_of(toolgroups, self._retrieval_mode)
         return agent, session

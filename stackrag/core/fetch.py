@@ -35,6 +35,10 @@ EXTRA_BLOCKED = [
 ]
 # Well-known NAT64 prefix: the last 32 bits are an IPv4 address the gateway will dial for us.
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Cloud instance-metadata services hand out credentials; no document lives there, so they stay refused
+# even when private URLs are allowed (AWS/GCP/Azure/OpenStack, AWS IPv6, AWS ECS tasks, Alibaba).
+METADATA_ADDRESSES = {ipaddress.ip_address(a) for a in
+                      ("169.254.169.254", "fd00:ec2::254", "169.254.170.2", "100.100.100.200")}
 ALLOW_HINT = "set fetch.allow_private_urls: true in the config or STACKRAG_ALLOW_PRIVATE_URLS=1 to allow it"
 USER_AGENT = "stackrag (document fetch)"
 
@@ -83,12 +87,13 @@ def is_blocked(ip: IPAddress) -> bool:
 
 
 def check_address(address: str, allow_private: bool) -> None:
-    """Raise PrivateAddressError for an address a fetch must not reach (unless allowed)."""
-    if allow_private:
-        return
+    """Raise PrivateAddressError for an address a fetch must not reach (private ones unless allowed)."""
     # getaddrinfo gives link-local IPv6 answers with a zone ("fe80::1%eth0").
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if is_blocked(ip):
+    inner = embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
+    if ip in METADATA_ADDRESSES or inner in METADATA_ADDRESSES:
+        raise PrivateAddressError(f"the address {address} is a cloud metadata service; it is never fetched")
+    if not allow_private and is_blocked(ip):
         raise PrivateAddressError(f"the address {address} is private, loopback or link-local; {ALLOW_HINT}")
 
 

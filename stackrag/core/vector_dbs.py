@@ -15,6 +15,8 @@ from .records import VectorDBRecord
 
 log = logging.getLogger(__name__)
 NAMESPACE = "vector_dbs"
+# Unregisters in progress: the record of a vector DB whose collection is being dropped.
+DROPS = "vector_db_drops"
 MAX_ID_LENGTH = 256
 
 
@@ -84,8 +86,14 @@ class VectorDBService:
             vector_db_name=vector_db_name,
             created_at=int(time.time()),
         )
-        await asyncio.to_thread(index.create, record.collection, dimension)
+        # The record goes first: a process killed in between leaves a record whose collection start-up
+        # creates, never a collection no record owns (which no one could reach or remove).
         self._registry.put(NAMESPACE, vector_db_id, record.model_dump())
+        try:
+            await asyncio.to_thread(index.create, record.collection, dimension)
+        except BaseException:
+            self._registry.delete(NAMESPACE, vector_db_id)
+            raise
         return record
 
     def list(self) -> list[VectorDBRecord]:
@@ -109,12 +117,25 @@ class VectorDBService:
 
     async def unregister(self, vector_db_id: str) -> None:
         record = self.get(vector_db_id)
-        await asyncio.to_thread(self.index_of(record).drop, record.collection)
+        index = self.index_of(record)
+        # Journalled like register: a kill before the drop leaves the journal entry, and the next start-up
+        # finishes the drop. If Milvus refuses it, the vector DB stays as it was.
+        self._registry.put(DROPS, vector_db_id, record.model_dump())
         self._registry.delete(NAMESPACE, vector_db_id)
+        try:
+            await asyncio.to_thread(index.drop, record.collection)
+        except BaseException:
+            self._registry.put(NAMESPACE, vector_db_id, record.model_dump())
+            self._registry.delete(DROPS, vector_db_id)
+            raise
+        self._registry.delete(DROPS, vector_db_id)
 
     def load_all(self) -> None:
-        """Load every registered collection at start-up, so the first query is not the slow one."""
-        for record in self.list():
+        """Make Milvus match the registry at start-up (a killed register or unregister leaves one step
+        undone), then load every collection, so the first query is not the slow one."""
+        records = self.list()
+        self._finish_drops(records)
+        for record in records:
             index = self.indexes.get(record.provider_id)
             if index is None:
                 log.warning("vector DB %s: provider %s is not configured", record.identifier, record.provider_id)
@@ -127,3 +148,18 @@ class VectorDBService:
                 index.load(record.collection)
             except Unavailable as exc:
                 log.warning("vector DB %s not loaded yet: %s", record.identifier, exc.message)
+
+    def _finish_drops(self, records: list[VectorDBRecord]) -> None:
+        owned = {(r.provider_id, r.collection) for r in records}
+        for entry in self._registry.list(DROPS):
+            record = VectorDBRecord.model_validate(entry)
+            index = self.indexes.get(record.provider_id)
+            try:
+                # Registered again since (same id, same collection name): the collection is in use now.
+                if index is not None and (record.provider_id, record.collection) not in owned:
+                    log.warning("vector DB %s: finishing its unregister (dropping %s)",
+                                record.identifier, record.collection)
+                    index.drop(record.collection)
+                self._registry.delete(DROPS, record.identifier)
+            except Unavailable as exc:
+                log.warning("vector DB %s: unregister not finished yet: %s", record.identifier, exc.message)

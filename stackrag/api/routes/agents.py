@@ -7,7 +7,6 @@ from typing import Any, AsyncIterator
 from fastapi import APIRouter, Depends, Request
 
 from ...core.stack import Stack
-from ...errors import NotImplementedYet
 from ...wire.llama_stack import (
     AgentCreated,
     CreateAgentRequest,
@@ -100,6 +99,5 @@ async def get_step(agent_id: str, session_id: str, turn_id: str, step_id: str,
 
 
 @router.post("/v1/agents/{agent_id}/session/{session_id}/turn/{turn_id}/resume")
-async def resume_turn(agent_id: str, session_id: str, turn_id: str) -> None:
-    raise NotImplementedYet("resuming a turn is not needed here: stackrag runs its tools itself and never "
-                            "leaves a turn awaiting input")
+async def resume_turn(agent_id: str, session_id: str, turn_id: str, stack: Stack = Depends(get_stack)) -> None:
+    stack.agents.resume_turn(agent_id, session_id, turn_id)

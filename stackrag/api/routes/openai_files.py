@@ -41,10 +41,14 @@ async def retrieve(file_id: str, stack: Stack = Depends(get_stack)) -> Any:
     return _public(stack.files.get(file_id))
 
 
-@router.get("/files/{file_id}/content")
+@router.get("/files/{file_id}/content", response_class=Response, responses={
+    200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
 async def content(file_id: str, stack: Stack = Depends(get_stack)) -> Response:
-    record = stack.files.get(file_id)
-    return Response(stack.files.content(file_id), media_type=record.get("content_type") or "application/octet-stream")
+    stack.files.get(file_id)
+    # Always bytes to download, whatever type the uploader claimed: an uploaded HTML or SVG file served
+    # with its own type would run as a page on this origin, next to the playground and its API key.
+    return Response(stack.files.content(file_id), media_type="application/octet-stream",
+                    headers={"Content-Disposition": "attachment", "X-Content-Type-Options": "nosniff"})
 
 
 @router.delete("/files/{file_id}")

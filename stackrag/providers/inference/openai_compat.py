@@ -30,7 +30,9 @@ FLAVOURS = {
     "remote::ollama": Flavour("http://localhost:11434/v1", None, None),
 }
 DEFAULT_CONTEXT = 8192
-TIMEOUT = httpx.Timeout(300.0, connect=10.0)
+# Seconds without a byte from the provider before a request fails; a slow first token on a loaded
+# server can take long, but a stalled stream must end in an error event, not hold the client forever.
+DEFAULT_TIMEOUT = 120.0
 
 
 class RemoteChatModel:
@@ -101,6 +103,7 @@ class OpenAICompatProvider:
         self.base_url = url
         self._config_key = config.get("api_key") or config.get("api_token")
         self.context_window = int(config.get("context_window") or DEFAULT_CONTEXT)
+        self.timeout = httpx.Timeout(float(config.get("timeout") or DEFAULT_TIMEOUT), connect=10.0)
 
     def chat_model(self, provider_model_id: str) -> RemoteChatModel:
         return RemoteChatModel(self, provider_model_id)
@@ -121,25 +124,40 @@ class OpenAICompatProvider:
         key = self.api_key(request_key)
         if key:
             headers["authorization"] = f"Bearer {key}"
+        where = f"inference provider {self.provider_id} at {self.base_url}"
+        started = finished = False
         try:
-            async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as client:
+            async with httpx.AsyncClient(timeout=self.timeout, trust_env=False) as client:
                 async with client.stream("POST", self.base_url + path, json=body, headers=headers) as response:
                     if response.status_code >= 400:
                         detail = (await response.aread()).decode("utf-8", "replace")[:500]
                         raise Unavailable(
                             f"inference provider {self.provider_id} answered {response.status_code}: {detail}"
                         )
+                    started = True
                     async for line in response.aiter_lines():
                         if not line.startswith("data:"):
                             continue
                         data = line[5:].strip()
                         if data == "[DONE]":
                             return
-                        yield json.loads(data)
+                        try:
+                            event = json.loads(data)
+                        except ValueError:
+                            raise Unavailable(f"{where} sent a malformed stream event: {data[:200]!r}") from None
+                        finished = finished or any(c.get("finish_reason") for c in event.get("choices") or [])
+                        yield event
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise Unavailable(f"{where} is unreachable: {type(exc).__name__}") from exc
+        except httpx.TimeoutException as exc:
+            raise Unavailable(f"{where} sent nothing for {self.timeout.read:g} s ({type(exc).__name__}); "
+                              "raise its config.timeout if the model is just slow") from exc
         except httpx.HTTPError as exc:
-            raise Unavailable(
-                f"inference provider {self.provider_id} at {self.base_url} is unreachable: {type(exc).__name__}"
-            ) from exc
+            state = "broke off the answer mid-stream" if started else "failed before answering"
+            raise Unavailable(f"{where} {state}: {type(exc).__name__}") from exc
+        if not finished:
+            # A clean close without [DONE] or a finish_reason: the answer is cut short, not complete.
+            raise Unavailable(f"{where} ended the stream before the answer was complete")
 
     def health(self) -> dict[str, str]:
         return {"status": "OK", "message": f"OpenAI-compatible API at {self.base_url}"}
