@@ -26,6 +26,8 @@ CLIENT07 := .venv-client07
 
 $(VENV)/.dev-installed: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@# The playground test drives a real browser: Debian's chromium (Playwright's own download is unreachable offline).
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	@test -n "$(PYTHON312)" || { echo "Python 3.12 is needed for the llama-stack-client 0.7 tests"; exit 1; }
 	$(PYTHON312) -m venv $(CLIENT07)
 	$(CLIENT07)/bin/pip install --quiet "llama-stack-client==0.7.5"

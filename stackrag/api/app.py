@@ -28,6 +28,7 @@ from .routes import (
     openai_inference,
     openai_responses,
     openai_vector_stores,
+    playground,
     rag_tool,
     tool_runtime,
     tools,
@@ -68,6 +69,7 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
         for module in (openai_inference, openai_files, openai_vector_stores, openai_responses):
             app.include_router(module.router, prefix=prefix)
     app.include_router(models.openai_router, prefix="/v1/openai/v1")
+    app.include_router(playground.router)
     app.add_exception_handler(StackError, _stack_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -1,4 +1,5 @@
-"""API keys: `Authorization: Bearer <key>` on every route but /v1/health, read-only or read-write.
+"""API keys: `Authorization: Bearer <key>` on every route but /v1/health and the playground page,
+read-only or read-write.
 
 A read-only key may read, query and chat (agents, sessions, turns, responses, conversations,
 inference); a write is anything that inserts, registers, uploads, changes or deletes what the
@@ -19,7 +20,10 @@ from .errors import error_response
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/v1/health"})
+# The playground's page and assets hold no data (its API calls carry the key), so a browser can load
+# it and then ask the user for a key.
+OPEN_PATHS = frozenset({"/v1/health", "/"})
+OPEN_PREFIXES = ("/playground/",)
 # POSTs that only read the knowledge base or hold a conversation, after the /v1 or /v1/openai/v1
 # prefix. Every other POST and every DELETE changes stored data.
 _READING_POSTS = re.compile(
@@ -66,7 +70,7 @@ class ApiKeyAuth:
         self._access = {_digest(k.key.get_secret_value()): k.access for k in keys if k.key is not None}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["path"].startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
         token = _bearer(scope)
