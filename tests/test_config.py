@@ -133,3 +133,12 @@ def test_no_file_means_embedded_defaults():
     assert models["all-MiniLM-L6-v2"].model_type == "embedding"
     assert models["qwen2.5-coder-0.5b-instruct"].model_type == "llm"
     assert cfg.server.port == 8321
+
+
+@pytest.mark.parametrize("example", sorted((Path(__file__).parents[1] / "examples").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_example_loads(example):
+    """The configs the README points to are valid as shipped, with no environment set."""
+    config = load_config(example, env={})
+    assert config.providers["vector_io"] and config.providers["inference"]
+    assert any(m.model_type == "llm" for m in config.models)
