@@ -142,7 +142,7 @@ def test_upload_ask_and_see_the_streamed_answer_with_its_sources(agent_stack, br
     cited = sources.locator(".doc-id").all_text_contents()
     assert "chat.rst" in cited, cited
     first = sources.nth(cited.index("chat.rst"))
-    expect(first.locator(".score")).to_have_text(re.compile(r"^score -?\d+\.\d{3}$"))
+    expect(first.locator(".score")).to_have_text(re.compile(r"^similarity 0\.\d{2}$"))
     first.locator("summary").click()
     expect(first.locator(".chunk")).to_be_visible()
     assert len(first.locator(".chunk").text_content() or "") > 50

@@ -215,7 +215,8 @@ class Retrieval:
             found = []
         picked = [h for h, _, _ in found]
         if not picked:
-            return RAGResult(content=None, metadata={"document_ids": [], "chunks": [], "scores": []})
+            return RAGResult(content=None, metadata={"document_ids": [], "chunks": [], "scores": [],
+                                                     "similarities": []})
         return format_knowledge_search(picked, query, config, embedder.tokenizer)
 
     async def _relevant(self, query: str, found: list[tuple[Hit, VectorDBRecord, VectorIndex]]) -> bool:
@@ -278,5 +279,7 @@ def format_knowledge_search(hits: list[Hit], query: str, config: RAGQueryConfig,
             "document_ids": [h.document_id for h in used],
             "chunks": [content_as_text(h.chunk.get("content"), "content") for h in used],
             "scores": [h.score for h in used],
+            # The ranking score is an RRF value (~0.03) in hybrid mode; people read cosine better.
+            "similarities": [None if h.similarity is None else round(h.similarity, 4) for h in used],
         },
     )

@@ -300,11 +300,15 @@ function sourceList(metadata) {
   const ids = metadata?.document_ids ?? [];
   const list = el("ol", { cls: "sources" });
   ids.forEach((id, i) => {
+    // Cosine similarity when the server gives it (hybrid scores are rank-fusion values near 0.03).
+    const similarity = metadata.similarities?.[i];
     const score = metadata.scores?.[i];
+    const label = typeof similarity === "number" ? `similarity ${similarity.toFixed(2)}`
+      : typeof score === "number" ? `score ${score.toFixed(3)}` : "";
     const summary = el("summary", {}, [
       el("span", { cls: "n", text: String(i + 1) }),
       el("span", { cls: "doc-id", text: id, attrs: { title: id } }),
-      el("span", { cls: "score", text: typeof score === "number" ? `score ${score.toFixed(3)}` : "" }),
+      el("span", { cls: "score", text: label }),
     ]);
     const body = [el("pre", { cls: "chunk", text: metadata.chunks?.[i] ?? "" })];
     if (isLink(id)) {
