@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 
-from ..errors import BadRequest, Unavailable
+from ..errors import BadRequest, StackError, Unavailable
 from ..providers.protocols import VectorIndex
 from ..storage.registry import Registry, require
 from .models import ModelService
@@ -111,6 +111,23 @@ class VectorDBService:
         record = self.get(vector_db_id)
         await asyncio.to_thread(self.index_of(record).drop, record.collection)
         self._registry.delete(NAMESPACE, vector_db_id)
+
+    def chunk_counts(self, records: list[VectorDBRecord]) -> dict[str, int | None]:
+        """Chunks per vector DB, None where the store cannot say; a provider that is down is asked
+        once, not once per vector DB (each try waits for a connect timeout)."""
+        counts: dict[str, int | None] = {}
+        down: set[str] = set()
+        for record in records:
+            counts[record.identifier] = None
+            if record.provider_id in down:
+                continue
+            try:
+                counts[record.identifier] = self.index_of(record).count_rows(record.collection)
+            except Unavailable:
+                down.add(record.provider_id)
+            except StackError as exc:
+                log.warning("vector DB %s: cannot count its chunks: %s", record.identifier, exc.message)
+        return counts
 
     def load_all(self) -> None:
         """Load every registered collection at start-up, so the first query is not the slow one."""
