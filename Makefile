@@ -1,4 +1,5 @@
-# Two commands for a fresh machine:  `make run` (server on the embedded defaults) and `make test`.
+# Two commands for a fresh machine:  `make run` (server on the embedded defaults, with the demo knowledge
+# base `demo`: the tutorial's four documents, ingested on first run) and `make test`.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 # llama-cpp-python compiles llama.cpp; let its build use every core.
@@ -38,7 +39,7 @@ install: $(VENV)/.installed
 dev: $(VENV)/.dev-installed
 
 run: install
-	$(BIN)/stackrag run --host $(HOST) --port $(PORT)
+	$(BIN)/stackrag run --demo --host $(HOST) --port $(PORT)
 
 test: dev
 	$(BIN)/python -m pytest

@@ -148,10 +148,11 @@ def summarise(results: list[Scored]) -> dict[str, Any]:
 
 def run_eval(url: str, questions_path: Path, corpus: Path, mode: str = "vector", chunk_size: int = 512,
              ks: tuple[int, ...] = (1, 3, 5, 10), vector_db_id: str | None = None, keep: bool = False,
-             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+             progress: Callable[[int, int], None] | None = None,
+             headers: dict[str, str] | None = None) -> dict[str, Any]:
     questions = load_questions(questions_path)
     vector_db_id = vector_db_id or f"eval-{uuid.uuid4().hex[:10]}"
-    with httpx.Client(base_url=url, timeout=httpx.Timeout(900.0, connect=10.0)) as http:
+    with httpx.Client(base_url=url, timeout=httpx.Timeout(900.0, connect=10.0), headers=headers) as http:
         ingestion = ingest(http, vector_db_id, corpus, chunk_size, progress)
         try:
             results = [ask(http, vector_db_id, q, mode) for q in questions]
@@ -236,10 +237,11 @@ def ask_agent(http: httpx.Client, agent_id: str, question: Question) -> tuple[st
 
 
 def run_answer_eval(url: str, questions: list[Question], vector_db_id: str, model: str,
-                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                    progress: Callable[[int, int], None] | None = None,
+                    headers: dict[str, str] | None = None) -> dict[str, Any]:
     """Ask an agent (retrieve-first RAG over `vector_db_id`) every question and score its answers:
     key-fact recall for answerable questions, declining for unanswerable ones (no `relevant`)."""
-    with httpx.Client(base_url=url, timeout=httpx.Timeout(900.0, connect=10.0)) as http:
+    with httpx.Client(base_url=url, timeout=httpx.Timeout(900.0, connect=10.0), headers=headers) as http:
         r = http.post("/v1/agents", json={"agent_config": {
             "model": model, "instructions": "You are a helpful assistant. Answer briefly.",
             "toolgroups": [{"name": "builtin::rag/knowledge_search", "args": {"vector_db_ids": [vector_db_id]}}],

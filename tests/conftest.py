@@ -90,11 +90,13 @@ def remote_vector_io(uri: str) -> str:
 
 
 def start_server(data_dir: Path, config_path: Path | None, env: dict[str, str] | None = None,
-                 port: int | None = None, wait: float = 90.0) -> Server:
+                 port: int | None = None, wait: float = 90.0, args: list[str] | None = None) -> Server:
+    """`stackrag run` on a free port (plus `args`, e.g. --demo), once /v1/health answers."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"server-{port}.log"
-    cmd = [sys.executable, "-m", "stackrag.cli", "run", "--port", str(port), "--data-dir", str(data_dir)]
+    cmd = [sys.executable, "-m", "stackrag.cli", "run", "--port", str(port), "--data-dir", str(data_dir),
+           *(args or [])]
     if config_path is not None:
         cmd += ["--config", str(config_path)]
     full_env = {**os.environ, "STACKRAG_ALLOW_PRIVATE_URLS": "1", **(env or {})}
@@ -226,9 +228,9 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 EXAMPLE_CONFIG = ROOT / "examples" / "tutorial-offline.yaml"
 
 
-def start_example_server(data_dir: Path, models_dir: Path) -> Server:
+def start_example_server(data_dir: Path, models_dir: Path, args: list[str] | None = None) -> Server:
     """A server on the shipped examples/tutorial-offline.yaml (the tutorial's model id -> local model)."""
-    return start_server(data_dir, EXAMPLE_CONFIG, env={"STACKRAG_MODELS_DIR": str(models_dir)})
+    return start_server(data_dir, EXAMPLE_CONFIG, env={"STACKRAG_MODELS_DIR": str(models_dir)}, args=args)
 
 
 @pytest.fixture(scope="session")

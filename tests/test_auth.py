@@ -4,6 +4,7 @@ refused. One server of its own (keys from the environment)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -109,6 +110,27 @@ def test_the_real_clients_send_their_keys(secured):
     log = secured.log_path.read_text(errors="replace")
     assert WRITE_KEY not in log and READ_KEY not in log
     assert "API keys required (1 read-write, 1 read-only)" in log
+
+
+def test_the_cli_sends_stackrag_api_key(secured, tmp_path):
+    def cli(*args: str, key: str | None) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k != "STACKRAG_API_KEY"}
+        env.update({"STACKRAG_API_KEY": key} if key else {})
+        return subprocess.run([sys.executable, "-m", "stackrag.cli", *args, "--url", secured.url],
+                              capture_output=True, text=True, timeout=120, cwd=str(ROOT), env=env)
+
+    db = new_id("auth-cli")
+    (tmp_path / "lamp.md").write_text("The lighthouse keeper lit the lamp at dusk.\n")
+    assert cli("ingest", str(tmp_path / "lamp.md"), "--vector-db", db, key=WRITE_KEY).returncode == 0
+    assert db in cli("vector-dbs", "list", key=READ_KEY).stdout
+
+    refused = cli("vector-dbs", "list", key=None)
+    assert refused.returncode == 1 and "401" in refused.stderr and "set STACKRAG_API_KEY" in refused.stderr
+    read_only = cli("vector-dbs", "delete", db, "--yes", key=READ_KEY)
+    assert read_only.returncode == 1 and "403" in read_only.stderr and "read-only" in read_only.stderr
+    checked = cli("doctor", key="not-" + READ_KEY)
+    assert checked.returncode == 1 and "✗ server auth: the server refused our API key" in checked.stdout
+    assert cli("vector-dbs", "delete", db, "--yes", key=WRITE_KEY).returncode == 0
 
 
 def test_no_keys_is_loud_on_loopback_and_refused_on_a_public_address(stack, tmp_path):

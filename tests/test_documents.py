@@ -522,7 +522,7 @@ def test_server_rejects_a_failing_document_and_writes_nothing(stack, site: str) 
 
 
 def test_cli_style_local_file_as_data_url(stack, tmp_path: Path) -> None:
-    from stackrag.cli import _document
+    from stackrag.cli.ingest import document as _document
 
     path = tmp_path / "guide.md"
     path.write_text("# Guide\n\nWombats produce cube-shaped droppings.\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -41,7 +41,13 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 
-def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
+OnReady = Callable[[Stack], Awaitable[None]]
+
+
+def create_app(config: RunConfig, stack: Stack | None = None, on_ready: OnReady | None = None) -> FastAPI:
+    """`on_ready` runs as a background task once the stack is up (the demo's ingestion): the server
+    answers meanwhile, and the task is cancelled at shutdown."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if getattr(app.state, "stack", None) is None:
@@ -49,9 +55,13 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
         await asyncio.to_thread(app.state.stack.startup)
         app.state.stack.vector_stores.resume()
         log.info("stackrag ready (data dir %s)", config.resolved_data_dir())
+        task = asyncio.create_task(on_ready(app.state.stack)) if on_ready is not None else None
         try:
             yield
         finally:
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
             await asyncio.to_thread(app.state.stack.close)
 
     app = FastAPI(

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 
-from ..errors import BadRequest, Unavailable
+from ..errors import BadRequest, StackError, Unavailable
 from ..providers.protocols import VectorIndex
 from ..storage.registry import Registry, require
 from .models import ModelService
@@ -129,6 +129,23 @@ class VectorDBService:
             self._registry.delete(DROPS, vector_db_id)
             raise
         self._registry.delete(DROPS, vector_db_id)
+
+    def chunk_counts(self, records: list[VectorDBRecord]) -> dict[str, int | None]:
+        """Chunks per vector DB, None where the store cannot say; a provider that is down is asked
+        once, not once per vector DB (each try waits for a connect timeout)."""
+        counts: dict[str, int | None] = {}
+        down: set[str] = set()
+        for record in records:
+            counts[record.identifier] = None
+            if record.provider_id in down:
+                continue
+            try:
+                counts[record.identifier] = self.index_of(record).count_rows(record.collection)
+            except Unavailable:
+                down.add(record.provider_id)
+            except StackError as exc:
+                log.warning("vector DB %s: cannot count its chunks: %s", record.identifier, exc.message)
+        return counts
 
     def load_all(self) -> None:
         """Make Milvus match the registry at start-up (a killed register or unregister leaves one step

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
 
 from ...core.records import VectorDBRecord
 from ...core.stack import Stack
@@ -24,8 +28,19 @@ def to_wire(record: VectorDBRecord) -> VectorDB:
 
 
 @router.get("/v1/vector-dbs", response_model=ListResponse[VectorDB])
-async def list_vector_dbs(stack: Stack = Depends(get_stack)) -> ListResponse[VectorDB]:
-    return ListResponse(data=[to_wire(r) for r in stack.vector_dbs.list()])
+async def list_vector_dbs(
+    chunk_counts: bool = Query(False, description="add each vector DB's chunk_count (one count query each)"),
+    stack: Stack = Depends(get_stack),
+) -> Any:
+    records = stack.vector_dbs.list()
+    listed = ListResponse(data=[to_wire(r) for r in records])
+    if not chunk_counts:
+        return listed
+    counts = await asyncio.to_thread(stack.vector_dbs.chunk_counts, records)
+    # The extra field goes only to callers that ask (`stackrag vector-dbs list`): everyone else
+    # gets Llama Stack's VectorDB shape unchanged.
+    return JSONResponse({"data": [{**db.model_dump(mode="json"), "chunk_count": counts[db.identifier]}
+                                  for db in listed.data]})
 
 
 @router.post("/v1/vector-dbs", response_model=VectorDB)

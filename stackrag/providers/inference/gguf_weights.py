@@ -94,6 +94,25 @@ def materialise(weights: PackagedGGUF, models_dir: Path) -> Path:
     return target
 
 
+def verify_packaged(weights: PackagedGGUF, models_dir: Path) -> str:
+    """Check the weights without joining them: the joined file when there is one, else the parts
+    (their concatenation is the file, so their running sha256 is the file's)."""
+    target = models_dir / weights.filename
+    if target.is_file():
+        if sha256_of(target) != weights.sha256:
+            raise Unavailable(f"{target} is damaged (wrong sha256); delete it and it is joined again on first use")
+        return f"{target}, sha256 verified"
+    digest = hashlib.sha256()
+    for part in _part_files(weights):
+        with part.open("rb") as src:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                digest.update(block)
+    if digest.hexdigest() != weights.sha256:
+        raise Unavailable(f"the packaged parts of {weights.name} do not match its sha256; reinstall them with: "
+                          f"{weights.install_command}")
+    return f"packaged parts sha256 verified; joined into {target} on first use"
+
+
 def _join(weights: PackagedGGUF, target: Path) -> None:
     log.info("joining %s from %d packaged parts into %s", weights.name, len(weights.distributions), target)
     partial = target.with_suffix(".partial")

@@ -7,6 +7,7 @@ the data dir and verified by sha256. `config.model_path` points at any local GGU
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import threading
@@ -15,7 +16,7 @@ from typing import Any, AsyncIterator, Iterator
 
 from ...errors import BadRequest, Unavailable
 from ..protocols import ChatChunk, ChatRequest
-from .gguf_weights import CATALOG, DEFAULT_WEIGHTS, materialise
+from .gguf_weights import CATALOG, DEFAULT_WEIGHTS, PackagedGGUF, materialise, verify_packaged
 from .streaming import iterate_in_thread
 
 log = logging.getLogger(__name__)
@@ -106,13 +107,18 @@ class LlamaCppProvider:
     def default_model_id(self) -> str:
         return str(self.config.get("weights") or DEFAULT_WEIGHTS)
 
-    def _path_for(self, provider_model_id: str) -> Path:
+    def _configured_path(self, provider_model_id: str) -> Path | None:
+        """config.model_path, when it is the file that serves this model."""
         configured = self.config.get("model_path")
-        if configured and provider_model_id in (self.default_model_id(), Path(str(configured)).name):
-            path = Path(str(configured)).expanduser()
-            if not path.is_file():
-                raise Unavailable(f"provider {self.provider_id}: model_path {path} does not exist")
-            return path
+        if not configured or provider_model_id not in (self.default_model_id(), Path(str(configured)).name):
+            return None
+        path = Path(str(configured)).expanduser()
+        if not path.is_file():
+            raise Unavailable(f"provider {self.provider_id}: model_path {path} does not exist")
+        return path
+
+    def _packaged(self, provider_model_id: str) -> tuple[PackagedGGUF, Path]:
+        """The packaged weights of this model and the folder they are joined into."""
         weights = CATALOG.get(provider_model_id)
         if weights is None:
             known = ", ".join(sorted(CATALOG))
@@ -121,8 +127,20 @@ class LlamaCppProvider:
                 "(or set config.model_path to a GGUF file)"
             )
         # Several data dirs (tests, demos) may share one joined copy through config.models_dir.
-        models_dir = Path(str(self.config.get("models_dir") or self._data_dir / "models")).expanduser()
-        return materialise(weights, models_dir)
+        return weights, Path(str(self.config.get("models_dir") or self._data_dir / "models")).expanduser()
+
+    def _path_for(self, provider_model_id: str) -> Path:
+        path = self._configured_path(provider_model_id)
+        return path if path is not None else materialise(*self._packaged(provider_model_id))
+
+    def verify(self, provider_model_id: str) -> str:
+        """That the model could load, without loading or joining it (`stackrag doctor`); raises StackError."""
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise Unavailable("llama-cpp-python is not installed: pip install llama-cpp-python==0.3.36")
+        path = self._configured_path(provider_model_id)
+        if path is not None:
+            return f"{path} (config.model_path)"
+        return verify_packaged(*self._packaged(provider_model_id))
 
     def chat_model(self, provider_model_id: str) -> LlamaCppModel:
         path = self._path_for(provider_model_id)

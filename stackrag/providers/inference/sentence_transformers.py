@@ -9,6 +9,7 @@ both are data-only packages that we never import, and whose files we verify by s
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import threading
@@ -17,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ...errors import BadRequest
+from ...errors import BadRequest, Unavailable
 from ..model_files import package_dir, verified_file
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,14 @@ class WordPieceTokenizer:
         return self._embedding.encode_batch(list(texts))
 
 
+def model_files() -> tuple[Path, Path]:
+    """The ONNX model and the tokenizer, located in their packages and checked by sha256."""
+    onnx_path = verified_file(package_dir(ONNX_PACKAGE, INSTALL_HINT) / "model.onnx", ONNX_SHA256)
+    tok_path = verified_file(package_dir(TOKENIZER_PACKAGE, INSTALL_HINT) / "model" / "tokenizer.json",
+                             TOKENIZER_SHA256)
+    return onnx_path, tok_path
+
+
 class MiniLMEmbedder:
     model_id = MODEL_ID
     dimension = DIMENSION
@@ -71,10 +80,7 @@ class MiniLMEmbedder:
     def __init__(self, threads: int | None = None):
         import onnxruntime as ort
 
-        onnx_path = verified_file(package_dir(ONNX_PACKAGE, INSTALL_HINT) / "model.onnx", ONNX_SHA256)
-        tok_path = verified_file(
-            package_dir(TOKENIZER_PACKAGE, INSTALL_HINT) / "model" / "tokenizer.json", TOKENIZER_SHA256
-        )
+        onnx_path, tok_path = model_files()
         self.tokenizer = WordPieceTokenizer(str(tok_path))
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
@@ -134,14 +140,25 @@ class SentenceTransformersProvider:
         self.provider_id = provider_id
         self.config = config
 
-    def embedder(self, provider_model_id: str) -> MiniLMEmbedder:
-        name = provider_model_id.split("/")[-1]
-        if name != MODEL_ID:
+    def _check_id(self, provider_model_id: str) -> None:
+        if provider_model_id.split("/")[-1] != MODEL_ID:
             raise BadRequest(
                 f"embedding model {provider_model_id!r} is not available offline; "
                 f"provider {self.provider_id} serves {MODEL_ID}"
             )
+
+    def embedder(self, provider_model_id: str) -> MiniLMEmbedder:
+        self._check_id(provider_model_id)
         return shared_embedder()
+
+    def verify(self, provider_model_id: str) -> str:
+        """That the model could load, without loading it (`stackrag doctor`); raises StackError."""
+        self._check_id(provider_model_id)
+        for module in ("onnxruntime", "tokenizers"):
+            if importlib.util.find_spec(module) is None:
+                raise Unavailable(f"{module} is not installed: pip install {module}")
+        onnx_path, _ = model_files()
+        return f"ONNX int8 model and tokenizer, sha256 verified ({onnx_path.parent})"
 
     def health(self) -> dict[str, str]:
         return {"status": "OK"}

@@ -1,0 +1,5 @@
+"""`python -m stackrag.cli`."""
+
+from . import main
+
+main(prog_name="stackrag")

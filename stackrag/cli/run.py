@@ -1,0 +1,53 @@
+"""`stackrag run`: the server, optionally with the demo knowledge base."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from ..config import ConfigError, apply_environment, load_config
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="run.yaml (optional)")
+@click.option("--host", default=None, help="bind address (default 127.0.0.1)")
+@click.option("--port", default=None, type=int, help="port (default 8321)")
+@click.option("--data-dir", default=None, help="where Milvus Lite and the registry live (default ~/.stackrag)")
+@click.option("--log-level", default="info", show_default=True)
+@click.option("--demo", is_flag=True,
+              help="also fill the vector DB `demo` with the tutorial's four documents (once, in the background)")
+@click.option("--demo-docs", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="folder holding chat.rst, llama3.rst, memory_optimizations.rst, lora_finetune.rst "
+                   "(default: ../shared/corpus/torchtune beside the repo, else GitHub)")
+def run(config_path: str | None, host: str | None, port: int | None, data_dir: str | None, log_level: str,
+        demo: bool, demo_docs: Path | None) -> None:
+    """Start the server (embedded defaults when no config is given)."""
+    import uvicorn
+
+    from ..api.app import create_app
+    from ..api.auth import is_loopback
+
+    try:
+        config = load_config(config_path)
+        apply_environment(config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if data_dir:
+        config.data_dir = data_dir
+    host = host or config.server.host
+    port = port or config.server.port
+    if not config.server.active_keys() and not is_loopback(host) and not config.server.allow_unauthenticated:
+        raise click.ClickException(
+            f"refusing to serve on {host} without API keys: anyone who can reach it could read and change "
+            "the knowledge base. Set STACKRAG_API_KEY (or server.api_keys in the config), or set "
+            "server.allow_unauthenticated: true if something in front of stackrag checks access.")
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    on_ready = None
+    if demo or demo_docs:
+        from .demo import demo_seeder
+
+        on_ready = demo_seeder(demo_docs)
+    app = create_app(config, on_ready=on_ready)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
