@@ -31,16 +31,21 @@ def main() -> None:
 @click.option("--port", default=None, type=int, help="port (default 8321)")
 @click.option("--data-dir", default=None, help="where Milvus Lite and the registry live (default ~/.stackrag)")
 @click.option("--log-level", default="info", show_default=True)
-def run(config_path: str | None, host: str | None, port: int | None, data_dir: str | None, log_level: str) -> None:
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="server processes on the port (needs remote::milvus and a postgres metadata_store)")
+def run(config_path: str | None, host: str | None, port: int | None, data_dir: str | None, log_level: str,
+        workers: int) -> None:
     """Start the server (embedded defaults when no config is given)."""
     import uvicorn
 
     from .api.app import create_app
     from .api.auth import is_loopback
+    from .api.workers import check_workers, run_workers
 
     try:
         config = load_config(config_path)
         apply_environment(config)
+        check_workers(config, workers)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     if data_dir:
@@ -52,6 +57,9 @@ def run(config_path: str | None, host: str | None, port: int | None, data_dir: s
             f"refusing to serve on {host} without API keys: anyone who can reach it could read and change "
             "the knowledge base. Set STACKRAG_API_KEY (or server.api_keys in the config), or set "
             "server.allow_unauthenticated: true if something in front of stackrag checks access.")
+    if workers > 1:
+        run_workers(config_path, data_dir, host, port, workers, log_level)
+        return
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(config), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
 

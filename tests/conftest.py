@@ -90,13 +90,14 @@ def remote_vector_io(uri: str) -> str:
 
 
 def start_server(data_dir: Path, config_path: Path | None, env: dict[str, str] | None = None,
-                 port: int | None = None, wait: float = 90.0) -> Server:
+                 port: int | None = None, wait: float = 90.0, args: list[str] | None = None) -> Server:
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"server-{port}.log"
     cmd = [sys.executable, "-m", "stackrag.cli", "run", "--port", str(port), "--data-dir", str(data_dir)]
     if config_path is not None:
         cmd += ["--config", str(config_path)]
+    cmd += args or []
     full_env = {**os.environ, "STACKRAG_ALLOW_PRIVATE_URLS": "1", **(env or {})}
     with open(log_path, "ab") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=str(ROOT))

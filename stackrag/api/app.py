@@ -45,11 +45,12 @@ def create_app(config: RunConfig, stack: Stack | None = None) -> FastAPI:
         if getattr(app.state, "stack", None) is None:
             app.state.stack = await asyncio.to_thread(build_stack, config)
         await asyncio.to_thread(app.state.stack.startup)
-        app.state.stack.vector_stores.resume()
+        await app.state.stack.replica.start()
         log.info("stackrag ready (data dir %s)", config.resolved_data_dir())
         try:
             yield
         finally:
+            await app.state.stack.replica.stop()
             await asyncio.to_thread(app.state.stack.close)
 
     app = FastAPI(
