@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8321
 
-.PHONY: install dev run test test-slow bench clean
+.PHONY: install dev run test test-slow postgres-server bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +44,13 @@ run: install
 test: dev
 	$(BIN)/python -m pytest
 
-test-slow: dev
+test-slow: dev postgres-server
 	bash tests/run_slow.sh
+
+# The slow tier starts real PostgreSQL servers (tests/postgres_server.py): Debian's server binaries.
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'

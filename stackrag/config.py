@@ -55,12 +55,37 @@ class ModelEntry(BaseModel):
 
 
 class MetadataStore(BaseModel):
-    """Where the registry (models, vector DBs) lives; `sqlite` beside the Milvus store by default."""
+    """Where everything but the vectors lives (models, vector DBs, agents, files, jobs): `sqlite`
+    beside the Milvus store by default, or `postgres` (Llama Stack's keys), which several replicas
+    share. Other Llama Stack keys (table_name, ...) are accepted and ignored."""
 
     model_config = ConfigDict(extra="allow")
 
     type: str = "sqlite"
     db_path: str | None = None
+    host: str = "localhost"
+    port: int = 5432
+    db: str = "stackrag"
+    user: str = "stackrag"
+    password: SecretStr | None = None
+
+
+class FileStorage(BaseModel):
+    """Where uploaded file contents live. None: in PostgreSQL when the metadata store is postgres,
+    else the `files` folder of the data dir. A `directory` on shared storage also serves replicas."""
+
+    type: Literal["directory", "postgres"] | None = None
+    path: str | None = None
+
+
+class JobSettings(BaseModel):
+    """Background work (vector-store file ingestion), claimed from the metadata store by one replica."""
+
+    # Jobs one process runs at once; embedding is the bottleneck, so more mostly queue on the CPU.
+    concurrency: int = Field(default=2, ge=1)
+    # A replica renews its jobs every third of this; a job not renewed for this long (its replica
+    # died) is taken over by another replica, and its unfinished writes are rolled back.
+    lease_seconds: float = Field(default=30.0, ge=1.0)
 
 
 class ApiKey(BaseModel):
@@ -163,6 +188,8 @@ class RunConfig(BaseModel):
     providers: dict[str, list[Provider]] = Field(default_factory=_default_providers)
     models: list[ModelEntry] = Field(default_factory=list)
     metadata_store: MetadataStore = Field(default_factory=MetadataStore)
+    files: FileStorage = Field(default_factory=FileStorage)
+    jobs: JobSettings = Field(default_factory=JobSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     fetch: FetchSettings = Field(default_factory=FetchSettings)
     ingestion: IngestionSettings = Field(default_factory=IngestionSettings)

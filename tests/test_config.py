@@ -142,3 +142,28 @@ def test_every_shipped_example_loads(example):
     config = load_config(example, env={})
     assert config.providers["vector_io"] and config.providers["inference"]
     assert any(m.model_type == "llm" for m in config.models)
+
+
+def test_postgres_metadata_store_for_replicas(tmp_path: Path):
+    """Llama Stack's postgres block, secrets from the environment; --workers accepts it with remote Milvus."""
+    from stackrag.api.workers import check_workers
+
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "providers:\n  vector_io:\n  - provider_id: milvus\n    provider_type: remote::milvus\n"
+        "    config: {uri: 'http://milvus:19530'}\n"
+        "metadata_store:\n  type: postgres\n  host: ${env.POSTGRES_HOST:=localhost}\n"
+        "  port: ${env.POSTGRES_PORT:=5432}\n  db: stackrag\n  user: stackrag\n"
+        "  password: ${env.POSTGRES_PASSWORD}\n  table_name: llamastack_kvstore\n"
+        "jobs: {lease_seconds: 10}\n"
+    )
+    cfg = load_config(path, env={"POSTGRES_HOST": "pg.internal", "POSTGRES_PORT": "6543", "POSTGRES_PASSWORD": "s3"})
+    store = cfg.metadata_store
+    assert (store.type, store.host, store.port) == ("postgres", "pg.internal", 6543)
+    assert store.password.get_secret_value() == "s3"
+    assert "s3" not in repr(store)
+    assert cfg.files.type is None and cfg.jobs.lease_seconds == 10 and cfg.jobs.concurrency == 2
+    check_workers(cfg, 4)
+    with pytest.raises(ConfigError, match="inline::milvus"):
+        check_workers(load_config(None), 2)
+    check_workers(load_config(None), 1)

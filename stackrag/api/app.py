@@ -53,7 +53,7 @@ def create_app(config: RunConfig, stack: Stack | None = None, on_ready: OnReady 
         if getattr(app.state, "stack", None) is None:
             app.state.stack = await asyncio.to_thread(build_stack, config)
         await asyncio.to_thread(app.state.stack.startup)
-        app.state.stack.vector_stores.resume()
+        await app.state.stack.replica.start()
         log.info("stackrag ready (data dir %s)", config.resolved_data_dir())
         task = asyncio.create_task(on_ready(app.state.stack)) if on_ready is not None else None
         try:
@@ -62,6 +62,7 @@ def create_app(config: RunConfig, stack: Stack | None = None, on_ready: OnReady 
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+            await app.state.stack.replica.stop()
             await asyncio.to_thread(app.state.stack.close)
 
     app = FastAPI(

@@ -21,17 +21,21 @@ from ..config import ConfigError, apply_environment, load_config
 @click.option("--demo-docs", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="folder holding chat.rst, llama3.rst, memory_optimizations.rst, lora_finetune.rst "
                    "(default: ../shared/corpus/torchtune beside the repo, else GitHub)")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="server processes on the port (needs remote::milvus and a postgres metadata_store)")
 def run(config_path: str | None, host: str | None, port: int | None, data_dir: str | None, log_level: str,
-        demo: bool, demo_docs: Path | None) -> None:
+        demo: bool, demo_docs: Path | None, workers: int) -> None:
     """Start the server (embedded defaults when no config is given)."""
     import uvicorn
 
     from ..api.app import create_app
     from ..api.auth import is_loopback
+    from ..api.workers import check_workers, run_workers
 
     try:
         config = load_config(config_path)
         apply_environment(config)
+        check_workers(config, workers)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     if data_dir:
@@ -44,6 +48,11 @@ def run(config_path: str | None, host: str | None, port: int | None, data_dir: s
             "the knowledge base. Set STACKRAG_API_KEY (or server.api_keys in the config), or set "
             "server.allow_unauthenticated: true if something in front of stackrag checks access.")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if workers > 1:
+        if demo or demo_docs:
+            raise click.ClickException("--demo fills the embedded store of one process; run it without --workers")
+        run_workers(config_path, data_dir, host, port, workers, log_level)
+        return
     on_ready = None
     if demo or demo_docs:
         from .demo import demo_seeder

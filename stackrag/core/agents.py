@@ -107,7 +107,8 @@ class AgentService:
         self._search = knowledge_search
         self._rag_config = rag_config
         self._retrieval_mode = retrieval_mode
-        # Sessions of agents without enable_session_persistence live only in this process.
+        # Sessions of agents without enable_session_persistence live only in this process, unless
+        # the registry is shared: then the next turn may come to another replica, which must see it.
         self._memory_sessions: dict[str, dict[str, Any]] = {}
 
     # -- agents -------------------------------------------------------------------------------
@@ -142,7 +143,7 @@ class AgentService:
     # -- sessions -----------------------------------------------------------------------------
 
     def _persistent(self, agent: dict[str, Any]) -> bool:
-        return bool(agent["agent_config"].get("enable_session_persistence"))
+        return self._registry.shared or bool(agent["agent_config"].get("enable_session_persistence"))
 
     def create_session(self, agent_id: str, session_name: str) -> str:
         agent = self.get_agent(agent_id)

@@ -1,4 +1,4 @@
-"""The Files API: uploads kept under the data dir, metadata in the registry."""
+"""The Files API: contents in the configured blob store (storage/), metadata in the registry."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from ..errors import BadRequest, NotFound, PayloadTooLarge
-from ..storage.blobs import BlobStore
+from ..storage.blobs import Blobs
 from ..storage.registry import Registry, require
 
 NAMESPACE = "files"
@@ -15,7 +15,7 @@ PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 
 
 class FileService:
-    def __init__(self, registry: Registry, blobs: BlobStore, max_bytes: int):
+    def __init__(self, registry: Registry, blobs: Blobs, max_bytes: int):
         self._registry = registry
         self._blobs = blobs
         self.max_bytes = max_bytes

@@ -75,24 +75,34 @@ INGESTS = "ingests"
 
 
 class Ingestion:
-    def __init__(self, fetch: FetchSettings, limits: IngestionSettings, registry: Registry):
+    def __init__(self, fetch: FetchSettings, limits: IngestionSettings, registry: Registry, owner: str = ""):
         self._fetch = fetch
         self._limits = limits
         self._registry = registry
+        self._owner = owner  # this process's replica id: journal entries say whose write they are
 
     async def _write(self, vector_db: VectorDBRecord, index: VectorIndex, rows: list[StoredRow],
                      replace: Replace) -> None:
         """One all-or-nothing write. index.write removes its own rows when it fails; the journal
-        entry covers a process killed in the middle (recover() removes them at the next start)."""
+        entry covers a process killed in the middle (recover() removes its rows later)."""
         ingest_id = uuid.uuid4().hex
         self._registry.put(INGESTS, ingest_id, {"ingest_id": ingest_id, "provider_id": vector_db.provider_id,
-                                                "collection": vector_db.collection})
-        await asyncio.to_thread(index.write, vector_db.collection, rows, ingest_id, replace)
-        self._registry.delete(INGESTS, ingest_id)
+                                                "collection": vector_db.collection, "owner": self._owner})
 
-    def recover(self, indexes: dict[str, VectorIndex]) -> None:
-        """Remove the rows of writes a killed process left unfinished: each document whole or absent."""
+        def write() -> None:
+            index.write(vector_db.collection, rows, ingest_id, replace)
+            # Here, not after the await: a caller cancelled meanwhile (a job whose lease was lost)
+            # must not leave the entry of a write that completed, or recover() would undo it later.
+            self._registry.delete(INGESTS, ingest_id)
+
+        await asyncio.to_thread(write)
+
+    def recover(self, indexes: dict[str, VectorIndex], alive: Callable[[str | None], bool] = lambda _: False) -> None:
+        """Remove the rows of writes a killed process left unfinished: each document whole or absent.
+        Writes of live replicas (`alive(owner)`) are under way, not abandoned, and are left alone."""
         for entry in self._registry.list(INGESTS):
+            if alive(entry.get("owner")):
+                continue
             index = indexes.get(entry["provider_id"])
             if index is None:
                 continue

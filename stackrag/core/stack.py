@@ -13,13 +13,14 @@ from ..config import RunConfig
 from ..errors import BadRequest, StackError
 from ..providers.protocols import Embedder, VectorIndex
 from ..providers.registry import PROVIDERS, load_class, lookup
-from ..storage.blobs import BlobStore
-from ..storage.registry import Registry, open_registry
+from ..storage import Storage, open_storage
+from ..storage.registry import Registry
 from .agents import AgentService
 from .chunking import embed_whole
 from .ingestion import Ingestion
 from .models import ModelService
 from .records import VectorDBRecord
+from .replica import Replica
 from .retrieval import RAGQueryConfig, RAGResult, Retrieval
 from .files import FileService
 from .vector_dbs import VectorDBService
@@ -50,6 +51,8 @@ class Stack:
     ingestion: Ingestion
     retrieval: Retrieval
     files: FileService
+    storage: Storage
+    replica: Replica
     agents: AgentService = field(init=False)
     vector_stores: VectorStoreService = field(init=False)
     responses: ResponseService = field(init=False)
@@ -58,7 +61,9 @@ class Stack:
     def __post_init__(self) -> None:
         self.agents = AgentService(self.registry, self.models, self.knowledge_search, self.retrieval.rag_config)
         self.vector_stores = VectorStoreService(self.vector_dbs, self.files, self.ingestion, self.retrieval,
-                                                self.registry, self.models)
+                                                self.registry, self.models, self.replica)
+        # Writes of replicas that died are rolled back by the live ones, not only at a restart.
+        self.replica.sweep(lambda: self.ingestion.recover(self.vector_dbs.indexes, self.replica.alive))
         self.responses = ResponseService(self.registry, self.models, self.vector_stores)
 
     def target(self, vector_db_id: str) -> tuple[VectorDBRecord, VectorIndex, Embedder]:
@@ -83,14 +88,14 @@ class Stack:
                 except StackError as exc:
                     log.warning("embedding model %s is not usable: %s", model.identifier, exc.message)
         self.vector_dbs.load_all()
-        self.ingestion.recover(self.vector_dbs.indexes)
+        self.ingestion.recover(self.vector_dbs.indexes, self.replica.alive)
 
     def close(self) -> None:
         for info in self.providers:
             close = getattr(info.instance, "close", None)
             if close is not None:
                 close()
-        self.registry.close()
+        self.storage.close()
 
 
 def build_stack(config: RunConfig) -> Stack:
@@ -112,8 +117,9 @@ def build_stack(config: RunConfig) -> Stack:
             info.instance = _instantiate(spec, entry.provider_id, entry.provider_type, entry.config, data_dir)
             instances[api][entry.provider_id] = info.instance
 
-    store = config.metadata_store
-    registry = open_registry(store.type, config.resolve_path(store.db_path or "registry.db"))
+    storage = open_storage(config)
+    registry = storage.registry
+    replica = Replica(registry, storage.jobs, config.jobs)
     models = ModelService(registry, instances["inference"])
     models.declare(config.models)
     vector_dbs = VectorDBService(registry, models, instances["vector_io"])
@@ -122,9 +128,11 @@ def build_stack(config: RunConfig) -> Stack:
         registry=registry,
         models=models,
         vector_dbs=vector_dbs,
-        ingestion=Ingestion(config.fetch, config.ingestion, registry),
+        ingestion=Ingestion(config.fetch, config.ingestion, registry, replica.replica_id),
         retrieval=Retrieval(config.retrieval),
-        files=FileService(registry, BlobStore(data_dir / "files"), config.ingestion.max_document_bytes),
+        files=FileService(registry, storage.blobs, config.ingestion.max_document_bytes),
+        storage=storage,
+        replica=replica,
         providers=providers,
     )
 

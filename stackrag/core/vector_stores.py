@@ -1,6 +1,7 @@
 """OpenAI-style vector stores over the same vector DBs the classic API registers: one record, one
-collection, no copy. A vector store's files are ingested in the background; their status says
-what really happened (in_progress, completed, or failed with last_error)."""
+collection, no copy. A vector store's files are ingested in the background, as jobs any replica
+may run (core/replica.py); their status says what really happened (in_progress, completed, or
+failed with last_error), from whichever replica is asked."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from typing import Any
 
 from ..config import DEFAULT_EMBEDDING_MODEL
 from ..errors import BadRequest, NotFound, StackError
+from ..storage.jobs import Job
 from .documents import extract_text
 from .files import FileService
 from .ingestion import Ingestion
 from .records import VectorDBRecord
+from .replica import Lease, Replica
 from .retrieval import Retrieval, SearchParams, parse_ranker
 from .text import content_as_text
 from .vector_dbs import VectorDBService
@@ -26,6 +29,10 @@ BATCHES = "vector_store_file_batches"
 # "auto" chunking: the ingestion default of the classic API, a quarter overlap.
 AUTO_CHUNK = {"type": "static", "static": {"max_chunk_size_tokens": 512, "chunk_overlap_tokens": 128}}
 FILTER_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "nin")
+INGEST_FILE = "ingest_file"
+# A file whose ingestion was started this many times without finishing (each time its replica
+# died) is marked failed instead of taking the next replica down too.
+MAX_ATTEMPTS = 3
 
 
 def check_chunking(strategy: dict[str, Any] | None) -> dict[str, Any]:
@@ -74,14 +81,15 @@ def matches(attributes: dict[str, Any], flt: dict[str, Any]) -> bool:
 
 class VectorStoreService:
     def __init__(self, vector_dbs: VectorDBService, files: FileService, ingestion: Ingestion,
-                 retrieval: Retrieval, registry: Any, models: Any):
+                 retrieval: Retrieval, registry: Any, models: Any, replica: Replica):
         self._dbs = vector_dbs
         self._files = files
         self._ingestion = ingestion
         self._retrieval = retrieval
         self._registry = registry
         self._models = models
-        self._tasks: set[asyncio.Task] = set()
+        self._replica = replica
+        replica.handle(INGEST_FILE, self._ingest_job)
 
     # -- stores -------------------------------------------------------------------------------
 
@@ -143,6 +151,7 @@ class VectorStoreService:
         self._record(store_id)
         await self._dbs.unregister(store_id)
         for f in self._store_files(store_id):
+            self._replica.cancel(f"{store_id}/{f['id']}")
             self._registry.delete(FILES, f"{store_id}/{f['id']}")
 
     # -- files of a store ---------------------------------------------------------------------
@@ -161,23 +170,40 @@ class VectorStoreService:
             "created_at": int(time.time()), "last_error": None, "status": "in_progress", "usage_bytes": 0,
             "filename": file["filename"],
         }
-        self._registry.put(FILES, f"{store_id}/{file_id}", entry)
-        self._schedule(entry)
+        key = f"{store_id}/{file_id}"
+        self._registry.put(FILES, key, entry)
+        self._replica.submit(INGEST_FILE, key, {})
         return entry
 
-    def _schedule(self, entry: dict[str, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(self._ingest(entry))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def _ingest_job(self, job: Job, lease: Lease) -> None:
+        """Ingest one attached file. Run again after a replica died mid-way, it replaces what that
+        run wrote (a document inserted again replaces its chunks), so nothing is doubled."""
+        entry = self._registry.get(FILES, job.key)
+        if entry is None:
+            return  # detached before it was ingested
+        if job.attempts > MAX_ATTEMPTS:
+            update = {"status": "failed", "last_error": {
+                "code": "server_error", "message": f"ingestion was interrupted {job.attempts - 1} times"}}
+        else:
+            update = await self._ingest(job.key, entry)
+        current = self._registry.get(FILES, job.key)
+        if current is None:
+            # Detached while being ingested: its rows landed after detach removed the old ones.
+            await self._drop_rows(entry["vector_store_id"], entry["id"])
+            return
+        if await lease.held():  # else another replica took the job over and writes the status
+            self._registry.put(FILES, job.key, {**current, **update})
 
-    def resume(self) -> None:
-        """Files still in_progress when the server stopped are ingested again (re-insert replaces)."""
-        for entry in self._registry.list(FILES):
-            if entry["status"] == "in_progress":
-                self._schedule(entry)
+    async def _drop_rows(self, store_id: str, file_id: str) -> None:
+        try:
+            record = self._dbs.get(store_id)
+            await asyncio.to_thread(self._dbs.index_of(record).delete_documents, record.collection, [file_id])
+        except NotFound:
+            pass  # the whole store is gone
+        except StackError as exc:
+            log.warning("could not remove the rows of detached file %s: %s", file_id, exc.message)
 
-    async def _ingest(self, entry: dict[str, Any]) -> None:
-        key = f"{entry['vector_store_id']}/{entry['id']}"
+    async def _ingest(self, key: str, entry: dict[str, Any]) -> dict[str, Any]:
         try:
             record = self._dbs.get(entry["vector_store_id"])
             file = self._files.get(entry["id"])
@@ -196,9 +222,7 @@ class VectorStoreService:
         except Exception as exc:  # the status must tell, whatever went wrong
             log.exception("ingesting %s failed", key)
             update = {"status": "failed", "last_error": {"code": "server_error", "message": type(exc).__name__}}
-        current = self._registry.get(FILES, key)
-        if current is not None:  # not detached meanwhile
-            self._registry.put(FILES, key, {**current, **update})
+        return update
 
     def list_files(self, store_id: str, status: str | None = None) -> list[dict[str, Any]]:
         self._record(store_id)
@@ -227,6 +251,7 @@ class VectorStoreService:
     async def detach(self, store_id: str, file_id: str) -> None:
         self.get_file(store_id, file_id)
         record = self._record(store_id)
+        self._replica.cancel(f"{store_id}/{file_id}")
         await asyncio.to_thread(self._dbs.index_of(record).delete_documents, record.collection, [file_id])
         self._registry.delete(FILES, f"{store_id}/{file_id}")
 

@@ -1,4 +1,5 @@
-"""File contents on disk, one file per id under a directory (uploads of the Files API)."""
+"""File contents (uploads of the Files API) by id: the protocol, and the directory backend (one file
+per id; on shared storage it serves several replicas). PostgreSQL's is in postgres.py."""
 
 from __future__ import annotations
 
@@ -6,8 +7,19 @@ import os
 import re
 import uuid
 from pathlib import Path
+from typing import Protocol
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class Blobs(Protocol):
+    def put(self, blob_id: str, data: bytes) -> None: ...
+
+    def get(self, blob_id: str) -> bytes:
+        """The bytes; KeyError when there are none."""
+        ...
+
+    def delete(self, blob_id: str) -> None: ...
 
 
 class BlobStore:

@@ -1,7 +1,7 @@
 """Where the server keeps what is registered (models, vector DBs, ...), apart from the vectors.
 
-A namespaced key -> JSON record store behind a small protocol, so a PostgreSQL backend for several
-replicas can take SQLite's place without touching the services.
+A namespaced key -> JSON record store behind a small protocol: SQLite here, PostgreSQL (shared by
+several replicas) in postgres.py, without the services telling them apart.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ def require(registry: "Registry", namespace: str, key: str, missing: str) -> dic
 
 
 class Registry(Protocol):
+    # True when several processes may use the store at once (PostgreSQL): nothing that another
+    # replica must see may then stay in one process's memory.
+    shared: bool
+
     def put(self, namespace: str, key: str, value: dict[str, Any]) -> None: ...
 
     def get(self, namespace: str, key: str) -> dict[str, Any] | None: ...
@@ -47,6 +51,8 @@ MIGRATIONS = [
 
 
 class SQLiteRegistry:
+    shared = False  # one server process owns the file (as it owns a Milvus Lite store)
+
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -96,9 +102,3 @@ class SQLiteRegistry:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-
-
-def open_registry(store_type: str, path: Path) -> Registry:
-    if store_type == "sqlite":
-        return SQLiteRegistry(path)
-    raise ValueError(f"metadata_store.type {store_type!r} is not supported (use sqlite)")

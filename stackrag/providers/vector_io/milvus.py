@@ -38,6 +38,8 @@ OVERFETCH = 4
 MAX_SEARCH_LIMIT = 16_384
 CONNECT_TIMEOUT_SECONDS = 10.0
 TERM_SAMPLE_ROWS = 5_000
+# Other replicas write to a Milvus server too, unseen by this process: term samples are re-read after this.
+TERM_SAMPLE_SECONDS = 60.0
 
 
 def collection_name(vector_db_id: str) -> str:
@@ -88,8 +90,10 @@ class MilvusIndex:
         # The in-process search side of loaded collections, for Milvus Lite only (local_index.py);
         # None for a Milvus server, which searches natively.
         self._local: dict[str, LocalIndex] | None = {} if self._lock is not None else None
-        # Term statistics sampled from a Milvus server's collections, dropped when this process writes.
-        self._term_samples: dict[str, LocalIndex] = {}
+        # Term statistics sampled from a Milvus server's collections (with the time they were read),
+        # dropped when this process writes.
+        self._term_samples: dict[str, tuple[float, LocalIndex]] = {}
+        self._sample_lock = threading.Lock()
 
     # -- connection --------------------------------------------------------------------------
 
@@ -215,14 +219,27 @@ class MilvusIndex:
                 return self._local[name].coverage(question, texts)
         # A Milvus server does not expose its BM25 statistics; term weights for the coverage check
         # are estimated from a sample of the collection instead (rough idf is all it needs).
-        sample = self._term_samples.get(name)
-        if sample is None:
-            rows = self._call(lambda c: c.query(name, filter="", limit=TERM_SAMPLE_ROWS,
-                                                output_fields=["row_id", "chunk_id", "document_id", "ingest_id", "text"]))
-            sample = LocalIndex(0)  # term statistics only, no vectors
-            sample.add((meta, text, np.zeros(0, dtype=np.float32)) for meta, text in _index_rows(rows))
-            self._term_samples[name] = sample
-        return sample.coverage(question, texts)
+        entry = self._term_samples.get(name)
+        if entry is None or time.monotonic() - entry[0] > TERM_SAMPLE_SECONDS:
+            # One thread reads a sample (16 clients on a cold collection made 16 reads of 5,000 rows,
+            # seconds each); the others wait only when there is none yet, else use the old one.
+            if self._sample_lock.acquire(blocking=entry is None):
+                try:
+                    current = self._term_samples.get(name)
+                    if current is None or current is entry:  # not refreshed by another thread meanwhile
+                        current = (time.monotonic(), self._read_term_sample(name))
+                        self._term_samples[name] = current
+                    entry = current
+                finally:
+                    self._sample_lock.release()
+        return entry[1].coverage(question, texts)
+
+    def _read_term_sample(self, name: str) -> LocalIndex:
+        rows = self._call(lambda c: c.query(name, filter="", limit=TERM_SAMPLE_ROWS,
+                                            output_fields=["row_id", "chunk_id", "document_id", "ingest_id", "text"]))
+        sample = LocalIndex(0)  # term statistics only, no vectors
+        sample.add((meta, text, np.zeros(0, dtype=np.float32)) for meta, text in _index_rows(rows))
+        return sample
 
     def health(self) -> dict[str, str]:
         try:
