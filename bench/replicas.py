@@ -37,8 +37,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from common import ROOT, free_port, header, write_result
-from scale import base_chunks, cpu_seconds, insert_rows, settle
+from common import ROOT, cpu_seconds, free_port, header, tree_total, write_result
+from scale import base_chunks, insert_rows, remote_config, settle
 
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -79,21 +79,7 @@ class Replica:
 
 
 def write_config(path: Path, pg, db: str, milvus_uri: str) -> Path:
-    path.write_text(
-        "version: 2\n"
-        "providers:\n"
-        "  vector_io:\n"
-        "  - provider_id: milvus\n"
-        "    provider_type: remote::milvus\n"
-        f"    config: {{uri: '{milvus_uri}', token: 'root:Milvus'}}\n"
-        "models:\n"
-        "- model_id: all-MiniLM-L6-v2\n"
-        "  provider_id: sentence-transformers\n"
-        "  model_type: embedding\n"
-        "  metadata: {embedding_dimension: 384}\n"
-        + pg.metadata_store_yaml(db)
-    )
-    return path
+    return remote_config(path, milvus_uri, pg.metadata_store_yaml(db))
 
 
 def questions(shared: Path) -> list[str]:
@@ -148,25 +134,11 @@ def queries(urls: list[str], args: argparse.Namespace, asks: list[str], kind: st
     return result
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU of a process and its descendants (PostgreSQL serves each connection in a child process)."""
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            total += cpu_seconds(p)
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            pass
-    return total
-
-
 def measured(fn, pids: dict[str, int]):
     """fn() and the CPU seconds each process (tree) used meanwhile."""
-    before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
+    before = {name: tree_total(pid, cpu_seconds) for name, pid in pids.items()}
     result = fn()
-    result["cpu_s"] = {name: round(tree_cpu_seconds(pid) - before[name], 1) for name, pid in pids.items()}
+    result["cpu_s"] = {name: round(tree_total(pid, cpu_seconds) - before[name], 1) for name, pid in pids.items()}
     return result
 
 

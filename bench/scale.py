@@ -45,7 +45,7 @@ import httpx
 import numpy as np
 import orjson
 
-from common import ROOT, header, rss_mb, start_server, write_result
+from common import ROOT, cpu_seconds, header, rss_mb, start_server, tree_total, write_result
 
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -192,11 +192,6 @@ def milvus_index(provider_type: str, config: dict, data_dir: Path) -> Any:
     return MilvusIndex("milvus", provider_type, config, data_dir)
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def settle(pids: list[int], limit_s: float = 60.0) -> float:
     """Wait until the servers are idle (<10% of a core over 0.5 s): Milvus builds indexes and
     compacts segments in the background after an insert, which would land in the first timings."""
@@ -210,24 +205,14 @@ def settle(pids: list[int], limit_s: float = 60.0) -> float:
 
 
 def tree_rss_mb(pid: int) -> float:
-    """RSS of a process and its descendants (the milvus-lite launcher runs the server as a child)."""
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            total += rss_mb(p)
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            pass
-    return round(total, 1)
+    return round(tree_total(pid, rss_mb), 1)
 
 
 # -- backends -----------------------------------------------------------------------------------
 
 
-def remote_config(path: Path, uri: str) -> Path:
-    """The shape tests/conftest.py writes for remote mode."""
+def remote_config(path: Path, uri: str, extra: str = "") -> Path:
+    """The shape tests/conftest.py writes for remote mode (plus `extra` YAML)."""
     path.write_text(
         "version: 2\n"
         "providers:\n"
@@ -240,6 +225,7 @@ def remote_config(path: Path, uri: str) -> Path:
         "  provider_id: sentence-transformers\n"
         "  model_type: embedding\n"
         "  metadata: {embedding_dimension: 384}\n"
+        + extra
     )
     return path
 
