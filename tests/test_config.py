@@ -167,3 +167,15 @@ def test_postgres_metadata_store_for_replicas(tmp_path: Path):
     with pytest.raises(ConfigError, match="inline::milvus"):
         check_workers(load_config(None), 2)
     check_workers(load_config(None), 1)
+
+
+def test_the_readme_config_reference_loads(tmp_path: Path):
+    """The README's annotated run.yaml is the config reference: it must stay a valid config."""
+    import re
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = re.search(r"```yaml\n(.*?)```", readme[readme.index("## Configuration"):], re.S)
+    (tmp_path / "run.yaml").write_text(block[1])
+    config = load_config(tmp_path / "run.yaml", env={})
+    assert config.providers["vector_io"][0].provider_type == "inline::milvus"
+    assert config.metadata_store.type == "sqlite" and config.jobs.lease_seconds == 30
