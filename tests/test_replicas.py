@@ -203,7 +203,16 @@ def test_postgres_stores_and_concurrent_migrations(pg):
         assert taken.key == second.key and taken.attempts == 2
         assert not jobs.finish(second, "r2") and jobs.finish(taken, "r3")
         jobs.release(first, "r1")  # handed back unfinished: claimable at once
-        assert jobs.claim("r4", 30.0).key == "one"
+        held = jobs.claim("r4", 30.0)
+        assert held.key == "one"
+        # Queued again while r4 runs it: the new job waits until r4's run has stopped.
+        jobs.enqueue("k", "one", {"n": 3})
+        assert jobs.claim("r5", 30.0) is None
+        assert not jobs.renew(held, "r4", 30.0)  # superseded: r4 is told to stop, and keeps the key...
+        assert jobs.claim("r5", 30.0) is None    # ...until its write is over
+        assert not jobs.finish(held, "r4")       # superseded work is not done, but the key is free now
+        again = jobs.claim("r5", 30.0)
+        assert again.key == "one" and again.payload == {"n": 3} and again.job_id != held.job_id
 
         # Unfinished writes: those of a live replica are left alone, a dead one's are rolled back.
         class Index:

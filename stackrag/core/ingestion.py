@@ -95,7 +95,18 @@ class Ingestion:
             # must not leave the entry of a write that completed, or recover() would undo it later.
             self._registry.delete(INGESTS, ingest_id)
 
-        await asyncio.to_thread(write)
+        running = asyncio.ensure_future(asyncio.to_thread(write))
+        try:
+            await asyncio.shield(running)
+        except asyncio.CancelledError:
+            # The thread cannot be stopped. Wait for it before giving up the work, so that whoever takes
+            # it next (a job re-queued or taken over) never writes the same document at the same time.
+            while not running.done():
+                try:
+                    await asyncio.wait([running])
+                except asyncio.CancelledError:
+                    continue
+            raise
 
     def recover(self, indexes: dict[str, VectorIndex], alive: Callable[[str | None], bool] = lambda _: False) -> None:
         """Remove the rows of writes a killed process left unfinished: each document whole or absent.

@@ -186,9 +186,10 @@ class PostgresJobQueue:
     def enqueue(self, kind: str, key: str, payload: dict[str, Any]) -> None:
         self._db.run(lambda c: c.execute(
             "INSERT INTO stackrag_jobs (key, job_id, kind, payload) VALUES (%s, %s, %s, %s) "
+            # A run under way keeps its lease (owner, lease_until): the new job waits until that run
+            # has stopped, so two replicas never write the same file's rows at once.
             "ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id, kind = excluded.kind, "
-            "payload = excluded.payload, owner = NULL, lease_until = NULL, attempts = 0, "
-            "enqueued_at = clock_timestamp()",
+            "payload = excluded.payload, attempts = 0, enqueued_at = clock_timestamp()",
             (key, uuid.uuid4().hex, kind, json.dumps(payload))))
 
     def claim(self, owner: str, lease_seconds: float) -> Job | None:
@@ -203,20 +204,24 @@ class PostgresJobQueue:
         return Job(row[0], row[1], row[2], json.loads(row[3]), row[4])
 
     def renew(self, job: Job, owner: str, lease_seconds: float) -> bool:
-        cur = self._db.run(lambda c: c.execute(
+        # The lease is on the key: a superseded run still holds it (renewed) until it has stopped.
+        row = self._db.run(lambda c: c.execute(
             "UPDATE stackrag_jobs SET lease_until = now() + %s * interval '1 second' "
-            "WHERE key = %s AND job_id = %s AND owner = %s", (lease_seconds, job.key, job.job_id, owner)))
-        return cur.rowcount == 1
+            "WHERE key = %s AND owner = %s RETURNING job_id", (lease_seconds, job.key, owner)).fetchone())
+        return row is not None and row[0] == job.job_id
 
     def finish(self, job: Job, owner: str) -> bool:
         cur = self._db.run(lambda c: c.execute(
             "DELETE FROM stackrag_jobs WHERE key = %s AND job_id = %s AND owner = %s", (job.key, job.job_id, owner)))
-        return cur.rowcount == 1
+        if cur.rowcount == 1:
+            return True
+        self.release(job, owner)  # superseded while it ran: the newer job may start now
+        return False
 
     def release(self, job: Job, owner: str) -> None:
         self._db.run(lambda c: c.execute(
-            "UPDATE stackrag_jobs SET owner = NULL, lease_until = NULL WHERE key = %s AND job_id = %s AND owner = %s",
-            (job.key, job.job_id, owner)))
+            "UPDATE stackrag_jobs SET owner = NULL, lease_until = NULL WHERE key = %s AND owner = %s",
+            (job.key, owner)))
 
     def cancel(self, key: str) -> None:
         self._db.run(lambda c: c.execute("DELETE FROM stackrag_jobs WHERE key = %s", (key,)))
