@@ -17,6 +17,7 @@ import logging
 import re
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -37,6 +38,7 @@ MAX_DOCUMENT_ID_BYTES = 2_048
 OVERFETCH = 4
 MAX_SEARCH_LIMIT = 16_384
 CONNECT_TIMEOUT_SECONDS = 10.0
+GRPC_SERVER_LOG = logging.getLogger("grpc._server")
 TERM_SAMPLE_ROWS = 5_000
 # Other replicas write to a Milvus server too, unseen by this process: term samples are re-read after this.
 TERM_SAMPLE_SECONDS = 60.0
@@ -74,6 +76,15 @@ def _is_connection_error(exc: Exception) -> bool:
     )
 
 
+class _LiteUnimplemented(logging.Filter):
+    """Milvus Lite's in-process gRPC server does not implement AllocTimestamp, which pymilvus asks for
+    when a collection is created and then does without; grpc logs each refusal as an ERROR with a
+    traceback, which reads like a failure. Only that record is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and "AllocTimestamp" in "".join(traceback.format_exception(*record.exc_info)))
+
+
 class MilvusIndex:
     def __init__(self, provider_id: str, provider_type: str, config: dict[str, Any], data_dir: Path):
         self.provider_id = provider_id
@@ -87,6 +98,8 @@ class MilvusIndex:
         self._schema_cache: dict[str, bool] = {}
         # Milvus Lite runs inside this process and is not safe to call from several threads at once.
         self._lock = threading.RLock() if provider_type.startswith("inline::") else None
+        if self._lock is not None and not any(isinstance(f, _LiteUnimplemented) for f in GRPC_SERVER_LOG.filters):
+            GRPC_SERVER_LOG.addFilter(_LiteUnimplemented())
         # The in-process search side of loaded collections, for Milvus Lite only (local_index.py);
         # None for a Milvus server, which searches natively.
         self._local: dict[str, LocalIndex] | None = {} if self._lock is not None else None
