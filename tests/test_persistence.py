@@ -266,3 +266,47 @@ def test_start_up_makes_milvus_match_the_registry(tmp_path, config_for):
         config_for.milvus(data_dir, "result = [index.name_for(x) for x in ids]", ids=[kept, lost]))
     with sqlite3.connect(data_dir / "registry.db") as registry:
         assert registry.execute("SELECT count(*) FROM records WHERE namespace = 'vector_db_drops'").fetchone()[0] == 0
+
+
+def test_files_left_in_progress_without_a_job_are_ingested_at_start(tmp_path):
+    """A vector-store file still in_progress with no job behind it (attached by a version before the
+    job table, whose server stopped mid-way) is queued again at start-up and ends completed."""
+    import sqlite3
+
+    from openai import OpenAI
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    config = write_config(data_dir / "run.yaml", inline_vector_io())
+    server = start_server(data_dir, config)
+    try:
+        openai = OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0)
+        store = openai.vector_stores.create(name="stuck")
+        file = openai.files.create(file=("otters.txt", b"Otters hold hands while they sleep."), purpose="assistants")
+        openai.vector_stores.files.create_and_poll(vector_store_id=store.id, file_id=file.id)
+    finally:
+        server.stop()
+    with sqlite3.connect(data_dir / "registry.db") as registry:
+        key = f"{store.id}/{file.id}"
+        (value,) = registry.execute("SELECT value FROM records WHERE namespace = 'vector_store_files' AND key = ?",
+                                    (key,)).fetchone()
+        entry = json.loads(value)
+        entry["status"] = "in_progress"
+        registry.execute("UPDATE records SET value = ? WHERE namespace = 'vector_store_files' AND key = ?",
+                         (json.dumps(entry), key))
+        assert registry.execute("SELECT count(*) FROM records WHERE namespace = 'jobs'").fetchone()[0] == 0
+
+    server = start_server(data_dir, config)
+    try:
+        openai = OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0)
+        import time
+
+        deadline = time.monotonic() + 60
+        while (status := openai.vector_stores.files.retrieve(file.id, vector_store_id=store.id).status) == "in_progress":
+            assert time.monotonic() < deadline, "the stuck file was never ingested"
+            time.sleep(0.2)
+        assert status == "completed"
+        hits = openai.vector_stores.search(vector_store_id=store.id, query="otters sleeping")
+        assert len(hits.data) == 1
+    finally:
+        server.stop()

@@ -207,6 +207,7 @@ def test_postgres_stores_and_concurrent_migrations(pg):
         assert held.key == "one"
         # Queued again while r4 runs it: the new job waits until r4's run has stopped.
         jobs.enqueue("k", "one", {"n": 3})
+        jobs.enqueue("k", "one", {"n": 9}, replace=False)  # start-up's re-queue keeps an existing job
         assert jobs.claim("r5", 30.0) is None
         assert not jobs.renew(held, "r4", 30.0)  # superseded: r4 is told to stop, and keeps the key...
         assert jobs.claim("r5", 30.0) is None    # ...until its write is over

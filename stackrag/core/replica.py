@@ -71,9 +71,9 @@ class Replica:
         presence = self.registry.get(PRESENCE, owner)
         return presence is not None and time.time() - presence["seen_at"] < self.settings.lease_seconds
 
-    def submit(self, kind: str, key: str, payload: dict) -> None:
+    def submit(self, kind: str, key: str, payload: dict, replace: bool = True) -> None:
         """Queue a job; any replica may run it, this one is told at once (the others poll)."""
-        self.jobs.enqueue(kind, key, payload)
+        self.jobs.enqueue(kind, key, payload, replace)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 

@@ -89,6 +89,7 @@ class Stack:
                     log.warning("embedding model %s is not usable: %s", model.identifier, exc.message)
         self.vector_dbs.load_all()
         self.ingestion.recover(self.vector_dbs.indexes, self.replica.alive)
+        self.vector_stores.requeue_unfinished()
 
     def close(self) -> None:
         for info in self.providers:

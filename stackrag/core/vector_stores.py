@@ -175,6 +175,13 @@ class VectorStoreService:
         self._replica.submit(INGEST_FILE, key, {})
         return entry
 
+    def requeue_unfinished(self) -> None:
+        """Files still in_progress with no job (attached before there were jobs, or the job was lost):
+        queued again; a file whose job exists keeps it."""
+        for entry in self._registry.list(FILES):
+            if entry["status"] == "in_progress":
+                self._replica.submit(INGEST_FILE, f"{entry['vector_store_id']}/{entry['id']}", {}, replace=False)
+
     async def _ingest_job(self, job: Job, lease: Lease) -> None:
         """Ingest one attached file. Run again after a replica died mid-way, it replaces what that
         run wrote (a document inserted again replaces its chunks), so nothing is doubled."""

@@ -26,7 +26,9 @@ class Job:
 
 
 class JobQueue(Protocol):
-    def enqueue(self, kind: str, key: str, payload: dict[str, Any]) -> None: ...
+    def enqueue(self, kind: str, key: str, payload: dict[str, Any], replace: bool = True) -> None:
+        """Queue work on `key`; with replace=False an existing job for the key is kept as it is."""
+        ...
 
     def claim(self, owner: str, lease_seconds: float) -> Job | None:
         """The oldest job nobody holds a lease on, now leased to `owner`; None when there is none."""
@@ -61,8 +63,10 @@ class LocalJobQueue:
         self._lock = threading.Lock()
         self._held: dict[str, str] = {}  # key -> job_id of the runs under way in this process
 
-    def enqueue(self, kind: str, key: str, payload: dict[str, Any]) -> None:
+    def enqueue(self, kind: str, key: str, payload: dict[str, Any], replace: bool = True) -> None:
         with self._lock:
+            if not replace and self._registry.get(JOBS, key) is not None:
+                return
             self._registry.put(JOBS, key, {"job_id": uuid.uuid4().hex, "kind": kind, "key": key,
                                            "payload": payload, "attempts": 0})
 

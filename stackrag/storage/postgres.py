@@ -183,14 +183,14 @@ class PostgresJobQueue:
     def __init__(self, database: PostgresDatabase):
         self._db = database
 
-    def enqueue(self, kind: str, key: str, payload: dict[str, Any]) -> None:
+    def enqueue(self, kind: str, key: str, payload: dict[str, Any], replace: bool = True) -> None:
+        # A run under way keeps its lease (owner, lease_until): the new job waits until that run
+        # has stopped, so two replicas never write the same file's rows at once.
+        conflict = ("DO UPDATE SET job_id = excluded.job_id, kind = excluded.kind, payload = excluded.payload, "
+                    "attempts = 0, enqueued_at = clock_timestamp()") if replace else "DO NOTHING"
         self._db.run(lambda c: c.execute(
             "INSERT INTO stackrag_jobs (key, job_id, kind, payload) VALUES (%s, %s, %s, %s) "
-            # A run under way keeps its lease (owner, lease_until): the new job waits until that run
-            # has stopped, so two replicas never write the same file's rows at once.
-            "ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id, kind = excluded.kind, "
-            "payload = excluded.payload, attempts = 0, enqueued_at = clock_timestamp()",
-            (key, uuid.uuid4().hex, kind, json.dumps(payload))))
+            f"ON CONFLICT (key) {conflict}", (key, uuid.uuid4().hex, kind, json.dumps(payload))))
 
     def claim(self, owner: str, lease_seconds: float) -> Job | None:
         row = self._db.run(lambda c: c.execute(
