@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator
 import click
 import httpx
 
-from .client import ApiError, Client, broken, connect, url_option
+from .client import Client, broken, connect, url_option
 
 INSTRUCTIONS = "You are a helpful assistant. Answer from the documents, briefly."
 
@@ -53,14 +53,10 @@ def default_model(client: Client) -> str:
 
 
 def check_vector_db(client: Client, vector_db: str) -> None:
-    try:
-        client.call("GET", f"/v1/vector-dbs/{vector_db}")
-    except ApiError as exc:
-        if exc.status_code != 404:
-            raise
+    if not client.vector_db_exists(vector_db):
         raise click.ClickException(
             f"vector DB {vector_db!r} does not exist at {client.base_url}; `stackrag vector-dbs list` shows "
-            f"the ones there, `stackrag ingest FILES --vector-db {vector_db}` creates it") from None
+            f"the ones there, `stackrag ingest FILES --vector-db {vector_db}` creates it")
 
 
 class RagSession:

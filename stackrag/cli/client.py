@@ -79,6 +79,15 @@ class Client(httpx.Client):
         response = self.request(method, path, **kwargs)
         return response.json() if response.content else None
 
+    def vector_db_exists(self, vector_db: str) -> bool:
+        try:
+            self.call("GET", f"/v1/vector-dbs/{vector_db}")
+            return True
+        except ApiError as exc:
+            if exc.status_code != 404:
+                raise
+            return False
+
 
 def broken(url: httpx.URL, exc: httpx.TransportError) -> click.ClickException:
     """The connection failed after it was made (the server stopped or restarted meanwhile)."""

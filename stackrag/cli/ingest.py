@@ -59,12 +59,8 @@ def expand(sources: tuple[str, ...]) -> list[str]:
 
 def ensure_vector_db(client: Client, vector_db: str, embedding_model: str) -> bool:
     """True when the vector DB had to be created."""
-    try:
-        client.call("GET", f"/v1/vector-dbs/{vector_db}")
+    if client.vector_db_exists(vector_db):
         return False
-    except ApiError as exc:
-        if exc.status_code != 404:
-            raise
     client.call("POST", "/v1/vector-dbs", json={"vector_db_id": vector_db, "embedding_model": embedding_model})
     return True
 

@@ -102,12 +102,7 @@ def verify_packaged(weights: PackagedGGUF, models_dir: Path) -> str:
         if sha256_of(target) != weights.sha256:
             raise Unavailable(f"{target} is damaged (wrong sha256); delete it and it is joined again on first use")
         return f"{target}, sha256 verified"
-    digest = hashlib.sha256()
-    for part in _part_files(weights):
-        with part.open("rb") as src:
-            for block in iter(lambda: src.read(1 << 20), b""):
-                digest.update(block)
-    if digest.hexdigest() != weights.sha256:
+    if sha256_of(*_part_files(weights)) != weights.sha256:
         raise Unavailable(f"the packaged parts of {weights.name} do not match its sha256; reinstall them with: "
                           f"{weights.install_command}")
     return f"packaged parts sha256 verified; joined into {target} on first use"
