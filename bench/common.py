@@ -59,15 +59,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data_dir: Path, config: Path | None = None) -> tuple[subprocess.Popen, str, float]:
-    """`stackrag run` on a free port: (process, url, seconds until /v1/health answered)."""
+def start_server(data_dir: Path, config: Path | None = None, root: Path = ROOT,
+                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str, float]:
+    """`stackrag run` on a free port: (process, url, seconds until /v1/health answered). `root` runs
+    another checkout's code (a reference commit), `env` adds to the environment."""
     port = free_port()
     cmd = [sys.executable, "-m", "stackrag.cli", "run", "--port", str(port), "--data-dir", str(data_dir),
            "--log-level", "warning"]
     if config is not None:
         cmd += ["--config", str(config)]
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(ROOT))
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(root),
+                            env={**os.environ, "PYTHONPATH": str(root), **(env or {})})
     url = f"http://127.0.0.1:{port}"
     while True:
         try:
@@ -81,9 +84,10 @@ def start_server(data_dir: Path, config: Path | None = None) -> tuple[subprocess
 
 
 @contextmanager
-def running_server(data_dir: Path, config: Path | None = None, stop_timeout: float = 30):
+def running_server(data_dir: Path, config: Path | None = None, stop_timeout: float = 30, root: Path = ROOT,
+                   env: dict[str, str] | None = None):
     """start_server as a context: (process, url, start-up seconds), stopped on the way out."""
-    proc, url, seconds = start_server(data_dir, config)
+    proc, url, seconds = start_server(data_dir, config, root, env)
     try:
         yield proc, url, seconds
     finally:

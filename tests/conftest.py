@@ -61,9 +61,14 @@ class Server:
 
 
 def write_config(path: Path, vector_io: str) -> Path:
+    """A server for retrieval tests: its chat model process starts only if a test chats."""
     path.write_text(
         "version: 2\n"
         "providers:\n"
+        "  inference:\n"
+        "  - provider_id: llama-cpp\n"
+        "    provider_type: inline::llama-cpp\n"
+        "    config: {preload: false}\n"
         "  vector_io:\n" + vector_io + "models:\n"
         "- model_id: all-MiniLM-L6-v2\n"
         "  provider_id: sentence-transformers\n"
@@ -115,6 +120,31 @@ def start_server(data_dir: Path, config_path: Path | None, env: dict[str, str] |
         time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"stackrag did not become healthy in {wait} s:\n{server.log_tail()}")
+
+
+def worker_pids(server_pid: int) -> list[int]:
+    """The model processes among the server's descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [server_pid]
+    while todo:
+        pid = todo.pop()
+        for child in children.get(pid, []):
+            todo.append(child)
+            try:
+                cmdline = (Path("/proc") / str(child) / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"llama_worker" in cmdline:
+                found.append(child)
+    return found
 
 
 class _QuietHandler(http_server.SimpleHTTPRequestHandler):

@@ -5,6 +5,7 @@ cannot be reached from here, so a local server stands in for them."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -18,6 +19,8 @@ from llama_stack_client.types.agent_create_params import AgentConfig
 from conftest import inline_vector_io, register_tutorial_db, start_server
 from milvus_servers import free_port
 from stackrag.providers.inference.gguf_weights import CATALOG, DEFAULT_WEIGHTS, materialise
+from stackrag.providers.inference.llama_worker import variant_dir
+from stackrag.providers.inference.model_process import proven_variant
 
 ALIAS = "qwen-local"
 
@@ -27,10 +30,13 @@ def llama_server(models_dir, tmp_path_factory):
     gguf = materialise(CATALOG[DEFAULT_WEIGHTS], models_dir)
     port = free_port()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    # The portable build links no CPU backend: llama.cpp's own server gets the variant ours serves with.
+    best = proven_variant(gguf)
     process = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", ALIAS,
          "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--api_key", "sk-local-test"],
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        env={**os.environ, "GGML_BACKEND_PATH": str(variant_dir() / f"libggml-cpu-{best}.so")},
     )
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 120

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from conftest import ROOT, SHARED, Server, new_id, remote_vector_io, start_server
+from conftest import ROOT, SHARED, Server, new_id, remote_vector_io, start_server, worker_pids
 from postgres_server import PostgresServer, postgres_server
 
 pytestmark = pytest.mark.slow
@@ -93,7 +93,8 @@ class Cluster:
             "SELECT value FROM stackrag_records WHERE namespace = %s", (namespace,))]
 
 
-def write_replica_config(path: Path, pg: PostgresServer, db: str, milvus_uri: str, chat_url: str) -> Path:
+def write_replica_config(path: Path, pg: PostgresServer, db: str, milvus_uri: str, chat_url: str,
+                         models_dir: Path) -> Path:
     path.write_text(
         "version: 2\n"
         "providers:\n"
@@ -101,6 +102,9 @@ def write_replica_config(path: Path, pg: PostgresServer, db: str, milvus_uri: st
         "  - provider_id: fake\n"
         "    provider_type: remote::openai\n"
         f"    config: {{url: '{chat_url}', api_key: sk-test}}\n"
+        "  - provider_id: llama-cpp\n"
+        "    provider_type: inline::llama-cpp\n"
+        f"    config: {{preload: false, models_dir: '{models_dir}'}}\n"
         "  vector_io:\n" + remote_vector_io(milvus_uri) +
         "models:\n"
         "- {model_id: fake-chat, provider_id: fake, model_type: llm}\n"
@@ -121,10 +125,10 @@ def pg() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="module")
-def cluster(pg, lite_uri, fake_chat_url, tmp_path_factory) -> Iterator[Cluster]:
+def cluster(pg, lite_uri, fake_chat_url, models_dir, tmp_path_factory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("replicas")
     db = pg.create_database("replicas")
-    config = write_replica_config(root / "run.yaml", pg, db, lite_uri, fake_chat_url)
+    config = write_replica_config(root / "run.yaml", pg, db, lite_uri, fake_chat_url, models_dir)
     # Started at once: both migrate the empty database at the same moment.
     with ThreadPoolExecutor(2) as pool:
         a, b = pool.map(lambda name: start_server(root / name, config), ["a", "b"])
@@ -389,6 +393,13 @@ def test_workers_share_one_port(cluster, tmp_path):
         with server.client() as w, cluster.a.client() as a:
             for _ in range(4):
                 assert w.get("/v1/vector-dbs").json() == a.get("/v1/vector-dbs").json()
+        # One model process for both workers: whichever asks first starts it, the other uses it.
+        for _ in range(6):  # a new connection each time, so that both workers answer some
+            r = httpx.post(f"{server.url}/v1/inference/chat-completion", timeout=120, json={
+                "model_id": "qwen2.5-coder-0.5b-instruct", "sampling_params": {"max_tokens": 4},
+                "messages": [{"role": "user", "content": "Say hi."}]})
+            assert r.status_code == 200, r.text
+        assert len(worker_pids(server.process.pid)) == 1
     finally:
         server.stop()
 

@@ -7,11 +7,11 @@ config as `stackrag run` would. They share every store, so none may be a store o
 
 from __future__ import annotations
 
-import logging
 import os
 
 from fastapi import FastAPI
 
+from .. import logs
 from ..config import ConfigError, RunConfig, apply_environment, load_config
 
 CONFIG_ENV = "STACKRAG_WORKER_CONFIG"
@@ -52,7 +52,7 @@ def app() -> FastAPI:
     from .app import create_app
 
     level = os.environ.get(LOG_LEVEL_ENV) or "info"
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(level)
     config = apply_environment(load_config(os.environ.get(CONFIG_ENV) or None))
     if os.environ.get(DATA_DIR_ENV):
         config.data_dir = os.environ[DATA_DIR_ENV]

@@ -1,6 +1,7 @@
 """`stackrag doctor`: check an install the way `stackrag run` would use it, and say how to fix what is
 wrong. Nothing is loaded, joined, opened or created (a probe file comes and goes): it is safe beside
-a running server."""
+a running server. `--llm` also starts each local chat model in a process of its own (not the
+server's) and asks it one question."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import importlib.util
 import os
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -143,6 +145,79 @@ def check_models(config: RunConfig) -> list[Check]:
     return checks
 
 
+def check_cpu() -> Check:
+    """Which llama.cpp CPU variant the chat model would run here, and what the CPU reports but refuses."""
+    from ..providers.inference import cpu_variants
+    from ..providers.inference.llama_worker import installed_variants
+    from ..providers.inference.model_process import known_faults
+
+    try:
+        available = installed_variants()
+    except RuntimeError as exc:
+        return Check("llama.cpp", False, str(exc), "`make install` builds it")
+    cpu = cpu_variants.probe()
+    refused = f"; reported but not usable here: {', '.join(cpu.refused())}" if cpu.refused() else ""
+    if not available:
+        return Check("llama.cpp", False, f"{cpu.arch}: llama-cpp-python has no CPU variants (built natively for the "
+                     "machine that compiled it, it may fault on another CPU)" + refused,
+                     "`make install` rebuilds it with runtime CPU dispatch")
+    ranked = cpu_variants.ranked_variants(cpu, available)
+    if not ranked:
+        return Check("llama.cpp", False, f"{cpu.arch}: none of the CPU variants {', '.join(available)} fits{refused}")
+    faulted = [v for v in ranked if v in known_faults()]
+    usable = [v for v in ranked if v not in faulted] or ranked[-1:]
+    skipped = f"; trapped here before, skipped: {', '.join(faulted)}" if faulted else ""
+    return Check("llama.cpp", True, f"{cpu.arch}: the chat model runs CPU variant {usable[0]} "
+                 f"({len(ranked)} of {len(available)} built variants fit{skipped}){refused}")
+
+
+def check_chat_models(config: RunConfig, timeout: float = 300.0) -> list[Check]:
+    """Load each local chat model in its own process, as `stackrag run` would, and answer one prompt."""
+    import asyncio
+
+    from ..providers.inference.llama_cpp import LlamaCppProvider
+    from ..providers.protocols import ChatRequest
+
+    checks: list[Check] = []
+    seen: set[tuple[str, str]] = set()
+    entries = {p.provider_id: p for p in config.providers_of("inference") if p.provider_type == "inline::llama-cpp"}
+    with tempfile.TemporaryDirectory(prefix="stackrag-doctor-") as run_dir:
+        for model in config.models:
+            entry = entries.get(model.provider_id or "") if model.model_type == "llm" else None
+            target = model.provider_model_id or model.model_id
+            if entry is None or (entry.provider_id, target) in seen:
+                continue
+            seen.add((entry.provider_id, target))
+            # A run dir of its own, so that beside a running server this starts a process of its own;
+            # the weights are the data dir's (joined there on first use).
+            settings = {"models_dir": str(config.resolved_data_dir() / "models"), **entry.config}
+            provider = LlamaCppProvider(entry.provider_id, entry.provider_type, settings, Path(run_dir))
+            name = f"chat model {target}"
+            try:
+                process = provider.process(target)
+                status = process.wait_ready(timeout)
+                if status.state != "ready":
+                    checks.append(Check(name, False, process.unavailable_message(status),
+                                        "see the message; `stackrag doctor` above names the CPU variant"))
+                    continue
+                started = time.monotonic()
+                request = ChatRequest(messages=[{"role": "user", "content": "Say hello."}], max_tokens=8)
+
+                async def answer() -> str:
+                    chat = provider.chat_model(target)
+                    return "".join([c.text async for c in chat.stream_chat(request)])
+
+                text = asyncio.run(answer())
+                faulted = f"; faulted and skipped: {', '.join(status.faulted)}" if status.faulted else ""
+                checks.append(Check(name, True, f"answered {text.strip()[:40]!r} in {time.monotonic() - started:.1f} s "
+                                    f"in its own process (CPU variant {status.variant}){faulted}"))
+            except StackError as exc:
+                checks.append(Check(name, False, exc.message, "see the message"))
+            finally:
+                provider.close()
+    return checks
+
+
 def _within(seconds: float, work: Callable[[], str]) -> str:
     """`work()`, or TimeoutError when it takes longer (a dead Milvus can hang a connect)."""
     result: dict[str, Any] = {}
@@ -234,6 +309,11 @@ def check_server(url: str | None) -> list[Check]:
         checks = [Check("server", True, f"{url} is up")]
         try:
             client.call("GET", "/v1/models")
+            for provider in client.call("GET", "/v1/providers").get("data", []):
+                if provider.get("provider_type") == "inline::llama-cpp":
+                    health = provider.get("health") or {}
+                    checks.append(Check("server chat model", health.get("status") == "OK", health.get("message", ""),
+                                        "" if health.get("status") == "OK" else "see the server's log"))
         except ApiError as exc:
             if exc.status_code != 401:
                 return [*checks, Check("server auth", False, exc.message, "see the server's log")]
@@ -249,16 +329,21 @@ def check_server(url: str | None) -> list[Check]:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="run.yaml to check (optional)")
 @click.option("--data-dir", default=None, help="as given to `stackrag run`")
 @click.option("--url", default=None, envvar="STACKRAG_URL", help="also check a running server (env STACKRAG_URL)")
-def doctor(config_path: str | None, data_dir: str | None, url: str | None) -> None:
-    """Check the install: config, data dir, model packages, Milvus, auth, and a running server.
+@click.option("--llm", is_flag=True, help="also load each local chat model in its own process and answer one prompt")
+def doctor(config_path: str | None, data_dir: str | None, url: str | None, llm: bool) -> None:
+    """Check the install: config, data dir, model packages, the CPU variant of llama.cpp, Milvus, auth,
+    and a running server.
 
     Exit code 0 when everything checked is fine, 1 otherwise."""
     check, config = check_config(config_path, data_dir)
     checks = [check]
     click.echo(check.line())
     if config is not None:
-        for group in (lambda: [check_data_dir(config)], lambda: check_models(config),
-                      lambda: check_milvus(config), lambda: [check_auth(config)]):
+        groups = [lambda: [check_data_dir(config)], lambda: check_models(config), lambda: [check_cpu()],
+                  lambda: check_milvus(config), lambda: [check_auth(config)]]
+        if llm:
+            groups.append(lambda: check_chat_models(config))
+        for group in groups:
             for check in group():
                 checks.append(check)
                 click.echo(check.line())  # as each is done: the weights' sha256 takes a few seconds

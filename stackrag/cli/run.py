@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
 
+from .. import logs
 from ..config import ConfigError, apply_environment, load_config
 
 
@@ -47,7 +47,7 @@ def run(config_path: str | None, host: str | None, port: int | None, data_dir: s
             f"refusing to serve on {host} without API keys: anyone who can reach it could read and change "
             "the knowledge base. Set STACKRAG_API_KEY (or server.api_keys in the config), or set "
             "server.allow_unauthenticated: true if something in front of stackrag checks access.")
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(log_level)
     if workers > 1:
         if demo or demo_docs:
             raise click.ClickException("--demo fills the embedded store of one process; run it without --workers")

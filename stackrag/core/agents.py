@@ -230,7 +230,7 @@ class AgentService:
         max_iters = int(config.get("max_infer_iters") or DEFAULT_MAX_INFER_ITERS)
         state = TurnState(str(uuid.uuid4()), session["session_id"], [dict(m, context=None) for m in messages], now())
 
-        history = self._history(config, session, model)
+        history = await self._history(config, session, model)
         conversation = history + [to_openai(m, f"messages[{i}]") for i, m in enumerate(messages)]
         tools = [self._search_tool()] if rag and rag.mode == "model_decides" else None
 
@@ -246,8 +246,8 @@ class AgentService:
             conversation.pop()
             if state.last_result is not None and state.last_result.hits:
                 conversation[-1] = {**conversation[-1],
-                                    "content": grounded_question(state.last_result, query, model, conversation,
-                                                                 sampling)}
+                                    "content": await grounded_question(state.last_result, query, model,
+                                                                       conversation, sampling)}
 
         final: Completion | None = None
         if rag and rag.mode == "retrieve_first" and state.last_result is not None and not state.last_result.hits:
@@ -281,7 +281,7 @@ class AgentService:
         self._save_session(agent, session)
         yield {"event_type": "turn_complete", "turn": turn}
 
-    def _history(self, config: dict[str, Any], session: dict[str, Any], model: Any) -> list[dict[str, Any]]:
+    async def _history(self, config: dict[str, Any], session: dict[str, Any], model: Any) -> list[dict[str, Any]]:
         """Instructions and earlier turns; the oldest turns give way when they would take more
         than half of the model's context, so the new question and its passages always fit."""
         system = [{"role": "system", "content": config["instructions"]}] if config.get("instructions") else []
@@ -290,7 +290,7 @@ class AgentService:
             messages = [to_openai(m, "history") for m in turn["input_messages"]]
             messages.append({"role": "assistant", "content": content_as_text(turn["output_message"]["content"], "")})
             turns.append(messages)
-        while turns and model.count_tokens(system + [m for t in turns for m in t]) > model.context_window // 2:
+        while turns and await model.count_tokens(system + [m for t in turns for m in t]) > model.context_window // 2:
             turns.pop(0)
         return system + [m for t in turns for m in t]
 
@@ -352,7 +352,7 @@ class AgentService:
         else:
             query = str(call["arguments"].get("query") or "")
             config = self._rag_config(rag.query_config)
-            config.max_tokens_in_context = self._context_room(model, conversation, sampling, config)
+            config.max_tokens_in_context = await self._context_room(model, conversation, sampling, config)
             started_search = time.perf_counter()
             result = await self._search(rag.vector_db_ids, query, config)
             state.last_result = result
@@ -369,10 +369,10 @@ class AgentService:
                              {"tool_calls": [call], "tool_responses": [response]})
         conversation.append(to_openai({"role": "tool", "call_id": call["call_id"], "content": content}, "tool"))
 
-    def _context_room(self, model: Any, conversation: list[dict[str, Any]], sampling: Sampling,
+    async def _context_room(self, model: Any, conversation: list[dict[str, Any]], sampling: Sampling,
                       config: RAGQueryConfig) -> int:
         """Tokens the retrieved text may take: what the toolgroup asks, capped by what the model can hold."""
-        used = model.count_tokens(conversation)
+        used = await model.count_tokens(conversation)
         answer = sampling.max_tokens or 768
         # Retrieved text is counted in embedding-model tokens; leave a quarter spare for the
         # difference to the chat model's tokenizer and for the result's framing text.
@@ -380,20 +380,20 @@ class AgentService:
         return max(MIN_CONTEXT_TOKENS, min(config.max_tokens_in_context, room))
 
 
-def grounded_question(result: RAGResult, question: str, model: Any, conversation: list[dict[str, Any]],
+async def grounded_question(result: RAGResult, question: str, model: Any, conversation: list[dict[str, Any]],
                       sampling: Sampling) -> str:
     """The user's question with the retrieved passages before it.
 
     Each passage is the best-matching embedding window of a chunk (~250 tokens) under its document's
     title, not the whole chunk: a small model answers better from less, focused text, and faster.
     """
-    room = model.context_window - model.count_tokens(conversation) - (sampling.max_tokens or 768) - 64
+    room = model.context_window - await model.count_tokens(conversation) - (sampling.max_tokens or 768) - 64
     titles = [hit.chunk.get("title") or hit.document_id for hit in result.hits]
     passages: list[str] = []
     for hit, title in zip(result.hits, titles):
         text = hit.window_text or content_as_text(hit.chunk.get("content"), "content")
         passage = f"Document: {title}\n{text.strip()}"
-        if model.count_text("\n\n".join(passages + [passage])) > room:
+        if await model.count_text("\n\n".join(passages + [passage])) > room:
             break
         passages.append(passage)
     names = "; ".join(dict.fromkeys(titles[: len(passages)]))

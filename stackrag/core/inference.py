@@ -57,9 +57,9 @@ class Completion:
                 "tool_calls": self.tool_calls}
 
 
-def answer_budget(model: ChatModel, messages: list[dict[str, Any]], wanted: int | None) -> int:
+async def answer_budget(model: ChatModel, messages: list[dict[str, Any]], wanted: int | None) -> int:
     """How many tokens the answer may take; a prompt that leaves no room is refused, never sent."""
-    used = model.count_tokens(messages)
+    used = await model.count_tokens(messages)
     room = model.context_window - used - 16
     if room < 32:
         raise BadRequest(
@@ -86,7 +86,7 @@ async def generate(
         messages=messages,
         tools=tools or None,
         tool_choice=tool_choice,
-        max_tokens=answer_budget(model, messages, sampling.max_tokens),
+        max_tokens=await answer_budget(model, messages, sampling.max_tokens),
         temperature=sampling.temperature,
         top_p=sampling.top_p,
         stop=sampling.stop,

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from ..config import ModelEntry
-from ..errors import BadRequest
+from ..errors import BadRequest, StackError
 from ..storage.registry import Registry, require
 from .records import ModelRecord
 
@@ -114,6 +114,16 @@ class ModelService:
         if provider is None or not hasattr(provider, "chat_model"):
             raise BadRequest(f"model {model_id!r}: provider {record.provider_id!r} cannot chat")
         return provider.chat_model(record.provider_resource_id)
+
+    def start_chat_models(self) -> None:
+        """Begin loading the local chat models in the background, so the first answer need not wait."""
+        for record in self.list():
+            provider = self._providers.get(record.provider_id)
+            if record.model_type == "llm" and hasattr(provider, "start"):
+                try:
+                    provider.start(record.provider_resource_id)
+                except StackError as exc:
+                    log.warning("chat model %s is not usable: %s", record.identifier, exc.message)
 
     def provider(self, provider_id: str) -> Any:
         return self._providers.get(provider_id)

@@ -222,8 +222,8 @@ class ResponseService:
             yield seq.event("response.output_item.done", output_index=index, item=call)
             if results:
                 passages = _as_rag_result(results[:PASSAGES])
-                messages[-1] = {"role": "user", "content": grounded_question(passages, question, model, messages[:-1],
-                                                                             sampling)}
+                messages[-1] = {"role": "user", "content": await grounded_question(passages, question, model,
+                                                                                   messages[:-1], sampling)}
                 for r in results[:PASSAGES]:
                     if r["file_id"] not in [c["file_id"] for c in citations]:
                         citations.append({"file_id": r["file_id"], "filename": r["filename"]})
@@ -253,8 +253,8 @@ class ResponseService:
         response["output"].append(message)
         yield seq.event("response.output_item.done", output_index=index, item=message)
 
-        input_tokens = model.count_tokens(messages)
-        output_tokens = model.count_text(text) if text else 0
+        input_tokens = await model.count_tokens(messages)
+        output_tokens = await model.count_text(text) if text else 0
         response.update(status="completed" if completion.stop_reason != "out_of_tokens" else "incomplete",
                         usage={"input_tokens": input_tokens, "output_tokens": output_tokens,
                                "total_tokens": input_tokens + output_tokens})

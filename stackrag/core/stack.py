@@ -87,6 +87,7 @@ class Stack:
                     self.models.embedder_for(model)
                 except StackError as exc:
                     log.warning("embedding model %s is not usable: %s", model.identifier, exc.message)
+        self.models.start_chat_models()
         self.vector_dbs.load_all()
         self.ingestion.recover(self.vector_dbs.indexes, self.replica.alive)
         self.vector_stores.requeue_unfinished()

@@ -64,8 +64,8 @@ async def chat_completions(body: ChatCompletionCreate, request: Request, stack: 
     message: dict[str, Any] = {"role": "assistant", "content": completion.text or None}
     if completion.tool_calls:
         message["tool_calls"] = _openai_calls(completion)
-    prompt_tokens = model.count_tokens(messages)
-    completion_tokens = model.count_text(completion.text) if completion.text else 0
+    prompt_tokens = await model.count_tokens(messages)
+    completion_tokens = await model.count_text(completion.text) if completion.text else 0
     return {
         "id": response_id, "object": "chat.completion", "created": created, "model": body.model,
         "choices": [{"index": 0, "message": message, "finish_reason": _finish(completion), "logprobs": None}],

@@ -1,101 +1,83 @@
-"""`inline::llama-cpp`: a small chat model run in this process by llama-cpp-python.
+"""`inline::llama-cpp`: a small chat model run by llama-cpp-python in a supervised process of its own.
 
 Default weights: Qwen2.5-Coder-0.5B-Instruct (Q4_K_M) from its pinned part packages, joined into
 the data dir and verified by sha256. `config.model_path` points at any local GGUF instead, and
-`config.weights: qwen2.5-coder-1.5b-instruct` picks the larger packaged model.
+`config.weights: qwen2.5-coder-1.5b-instruct` picks the larger packaged model. `config.cpu_variant`
+forces one llama.cpp CPU variant (default: the best this machine proves it runs), `config.preload:
+false` starts the model process on first use instead of at start-up, and a request that comes while
+the model is (re)starting waits up to `config.start_wait_seconds` (60) before it gets a 503.
+
+The model process (model_process.py, llama_worker.py) serves an OpenAI-compatible API on loopback,
+and the server talks to it through the same adapter as to any remote model.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
-import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator
 
 from ...errors import BadRequest, Unavailable
 from ..protocols import ChatChunk, ChatRequest
 from .gguf_weights import CATALOG, DEFAULT_WEIGHTS, PackagedGGUF, materialise, verify_packaged
-from .streaming import iterate_in_thread
+from .model_process import ModelProcess
+from .openai_compat import DEFAULT_TIMEOUT, OpenAIChatModel, OpenAIEndpoint
 
-log = logging.getLogger(__name__)
 DEFAULT_CONTEXT = 8192
+DEFAULT_START_WAIT = 60.0
 
 
-class LlamaCppModel:
-    """One loaded GGUF. llama.cpp contexts are not thread-safe: one generation at a time."""
+class LocalChatModel(OpenAIChatModel):
+    """The local model: counts tokens with its own tokenizer, and says so when its process is down."""
 
-    def __init__(self, model_id: str, path: Path, n_ctx: int, threads: int):
-        from llama_cpp import Llama
+    def __init__(self, endpoint: OpenAIEndpoint, process: ModelProcess, context_window: int):
+        super().__init__(endpoint, process.model_id, context_window)
+        self.process = process
 
-        self.model_id = model_id
-        self.path = path
-        self._llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_batch=512, verbose=False)
-        self.context_window = self._llm.n_ctx()
-        self._lock = threading.Lock()
+    async def count_tokens(self, messages: list[dict[str, Any]]) -> int:
+        return int((await self._tokenize({"messages": messages})).get("count", 0))
 
-    def count_tokens(self, messages: list[dict[str, Any]]) -> int:
-        text = "".join(f"<|im_start|>{m.get('role')}\n{_text(m.get('content'))}<|im_end|>\n" for m in messages)
-        # Tool calls and definitions are counted roughly by their JSON length.
-        extra = sum(len(str(m.get("tool_calls", ""))) // 3 for m in messages)
-        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)) + extra
+    async def count_text(self, text: str) -> int:
+        return int((await self._tokenize({"text": text})).get("count", 0))
 
-    def count_text(self, text: str) -> int:
-        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False))
+    async def _tokenize(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await self.endpoint.post_json("/tokenize", body)
+        except Unavailable:
+            raise Unavailable(self.process.unavailable_message()) from None
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        max_tokens = request.max_tokens or max(256, min(1024, self.context_window // 4))
-
-        def generate() -> Iterator[dict[str, Any]]:
-            return self._llm.create_chat_completion(
-                messages=request.messages,
-                tools=request.tools or None,
-                tool_choice=request.tool_choice if request.tools else None,
-                temperature=request.temperature,
-                top_p=request.top_p if request.top_p is not None else 0.95,
-                max_tokens=max_tokens,
-                stop=request.stop,
-                stream=True,
-            )
-
-        async for chunk in iterate_in_thread(generate, self._lock):
-            choice = chunk["choices"][0]
-            delta = choice.get("delta") or {}
-            calls = delta.get("tool_calls") or None
-            yield ChatChunk(
-                text=delta.get("content") or "",
-                tool_calls=[_openai_call(c) for c in calls] if calls else None,
-                finish_reason=choice.get("finish_reason"),
-            )
+        try:
+            async for chunk in super().stream_chat(request):
+                yield chunk
+        except Unavailable as exc:
+            raise Unavailable(await self._why(exc)) from None
 
     async def complete(self, prompt: str, max_tokens: int | None, temperature: float) -> AsyncIterator[ChatChunk]:
-        def generate() -> Iterator[dict[str, Any]]:
-            return self._llm.create_completion(prompt, max_tokens=max_tokens or 256, temperature=temperature,
-                                               stream=True)
+        try:
+            async for chunk in super().complete(prompt, max_tokens, temperature):
+                yield chunk
+        except Unavailable as exc:
+            raise Unavailable(await self._why(exc)) from None
 
-        async for chunk in iterate_in_thread(generate, self._lock):
-            choice = chunk["choices"][0]
-            yield ChatChunk(text=choice.get("text") or "", finish_reason=choice.get("finish_reason"))
-
-
-def _openai_call(call: dict[str, Any]) -> dict[str, Any]:
-    fn = call.get("function") or {}
-    return {"id": call.get("id") or "", "name": fn.get("name") or "", "arguments": fn.get("arguments") or "{}"}
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, list):
-        return " ".join(str(c.get("text", "")) for c in content if isinstance(c, dict))
-    return str(content or "")
-
-
-_loaded: dict[tuple[str, int], LlamaCppModel] = {}
-_loaded_lock = threading.Lock()
+    async def _why(self, exc: Unavailable) -> str:
+        """The adapter's words name a loopback port; the supervisor knows what happened, once it has
+        seen the process end (it looks every 0.2 s)."""
+        if "answered" in exc.message:  # the model process refused the request itself
+            return exc.message
+        for _ in range(10):
+            status = self.process.status()
+            if status.state != "ready":
+                return f"{self.process.unavailable_message(status)}; the answer was cut off"
+            await asyncio.sleep(0.1)
+        return f"the local chat model {self.model_id} broke off the answer; retry"
 
 
 class LlamaCppProvider:
-    """Serves chat models from GGUF files; each file is loaded once per process, on first use."""
+    """Serves chat models from GGUF files, each in one supervised process."""
 
     def __init__(self, provider_id: str, provider_type: str, config: dict[str, Any], data_dir: Path):
         self.provider_id = provider_id
@@ -103,6 +85,13 @@ class LlamaCppProvider:
         self._data_dir = data_dir
         self._n_ctx = int(config.get("n_ctx") or DEFAULT_CONTEXT)
         self._threads = int(config.get("n_threads") or os.cpu_count() or 2)
+        self._variant = str(config["cpu_variant"]) if config.get("cpu_variant") else None
+        self._preload = config.get("preload", True) is not False
+        # How long a request waits for a model that is (re)starting before it gets a 503.
+        self._wait = float(config.get("start_wait_seconds") or DEFAULT_START_WAIT)
+        self._processes: dict[str, ModelProcess] = {}
+        self._endpoints: dict[str, OpenAIEndpoint] = {}
+        self._lock = threading.Lock()
 
     def default_model_id(self) -> str:
         return str(self.config.get("weights") or DEFAULT_WEIGHTS)
@@ -133,27 +122,64 @@ class LlamaCppProvider:
         path = self._configured_path(provider_model_id)
         return path if path is not None else materialise(*self._packaged(provider_model_id))
 
+    def _check_known(self, provider_model_id: str) -> None:
+        if self.config.get("model_path") and self._configured_path(provider_model_id) is not None:
+            return
+        self._packaged(provider_model_id)
+
     def verify(self, provider_model_id: str) -> str:
         """That the model could load, without loading or joining it (`stackrag doctor`); raises StackError."""
         if importlib.util.find_spec("llama_cpp") is None:
-            raise Unavailable("llama-cpp-python is not installed: pip install llama-cpp-python==0.3.36")
+            raise Unavailable("llama-cpp-python is not installed: `make install` builds it")
         path = self._configured_path(provider_model_id)
         if path is not None:
             return f"{path} (config.model_path)"
         return verify_packaged(*self._packaged(provider_model_id))
 
-    def chat_model(self, provider_model_id: str) -> LlamaCppModel:
-        path = self._path_for(provider_model_id)
-        key = (str(path), self._n_ctx)
-        with _loaded_lock:
-            if key not in _loaded:
-                try:
-                    _loaded[key] = LlamaCppModel(provider_model_id, path, self._n_ctx, self._threads)
-                except ImportError as exc:
-                    raise Unavailable("llama-cpp-python is not installed: pip install llama-cpp-python") from exc
-                except ValueError as exc:
-                    raise Unavailable(f"could not load {path}: {exc}") from exc
-            return _loaded[key]
+    def process(self, provider_model_id: str) -> ModelProcess:
+        """The supervised process of this model (made once; started on first use or by `start`)."""
+        self._check_known(provider_model_id)
+        with self._lock:
+            if provider_model_id not in self._processes:
+                self._processes[provider_model_id] = ModelProcess(
+                    provider_model_id, lambda: self._path_for(provider_model_id), self._n_ctx, self._threads,
+                    self._data_dir / "run", self._variant)
+            return self._processes[provider_model_id]
+
+    def start(self, provider_model_id: str) -> None:
+        """At server start-up: begin loading the model in the background, unless config.preload is false."""
+        if self._preload:
+            self.process(provider_model_id).start()
+
+    def chat_model(self, provider_model_id: str) -> LocalChatModel:
+        process = self.process(provider_model_id)
+        with self._lock:
+            endpoint = self._endpoints.get(provider_model_id)
+            if endpoint is None:
+                async def locate(_request_key: str | None) -> tuple[str, str | None]:
+                    return await process.address(self._wait)
+
+                endpoint = OpenAIEndpoint(self.provider_id, locate, float(self.config.get("timeout") or DEFAULT_TIMEOUT))
+                self._endpoints[provider_model_id] = endpoint
+        return LocalChatModel(endpoint, process, self._n_ctx)
 
     def health(self) -> dict[str, str]:
-        return {"status": "OK", "message": f"local GGUF models, context {self._n_ctx} tokens"}
+        if not self._processes:
+            return {"status": "OK", "message": f"local GGUF models, context {self._n_ctx} tokens; none started"}
+        parts, ok = [], True
+        for model_id, process in sorted(self._processes.items()):
+            status = process.status()
+            if status.state == "ready":
+                parts.append(f"{model_id}: process up (pid {status.pid}, CPU variant {status.variant}, "
+                             f"restarts {status.restarts})")
+            else:
+                ok = ok and status.state == "starting"
+                parts.append(f"{model_id}: {status.state}" + (f" ({status.message})" if status.message else ""))
+        return {"status": "OK" if ok else "Error", "message": "; ".join(parts)}
+
+    def model_status(self) -> dict[str, dict[str, Any]]:
+        return {model_id: process.status().public() for model_id, process in sorted(self._processes.items())}
+
+    def close(self) -> None:
+        for process in self._processes.values():
+            process.close()

@@ -1,6 +1,10 @@
 """`remote::openai`, `remote::together`, `remote::vllm`, `remote::ollama`: one adapter for any
 OpenAI-compatible chat API (also a llama.cpp server). The key comes from the request's
-X-LlamaStack-Provider-Data, else the config, else the provider's environment variable."""
+X-LlamaStack-Provider-Data, else the config, else the provider's environment variable.
+
+The local model (`inline::llama-cpp`) is reached through this same adapter: its process serves the
+same API on loopback (llama_worker.py), so there is one inference path.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import httpx
 
@@ -34,18 +38,102 @@ DEFAULT_CONTEXT = 8192
 # server can take long, but a stalled stream must end in an error event, not hold the client forever.
 DEFAULT_TIMEOUT = 120.0
 
+# (base URL, key) of the API to call now, given the request's own key; the local model's address
+# changes when its process restarts, and a request may wait for it.
+Locate = Callable[[str | None], Awaitable[tuple[str, str | None]]]
 
-class RemoteChatModel:
-    def __init__(self, provider: OpenAICompatProvider, provider_model_id: str):
-        self.provider = provider
+
+class OpenAIEndpoint:
+    """One OpenAI-compatible API and one long-lived HTTP client for it (connections are reused)."""
+
+    def __init__(self, provider_id: str, locate: Locate, timeout: float):
+        self.provider_id = provider_id
+        self._locate = locate
+        self.timeout = httpx.Timeout(timeout, connect=10.0)
+        self._client: httpx.AsyncClient | None = None
+
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout, trust_env=False,
+                                             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
+        return self._client
+
+    def _headers(self, key: str | None, accept: str) -> dict[str, str]:
+        headers = {"accept": accept}
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        return headers
+
+    async def post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        base, key = await self._locate(None)
+        where = f"inference provider {self.provider_id} at {base}"
+        try:
+            response = await self.client().post(base + path, json=body, headers=self._headers(key, "application/json"))
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"{where} failed: {type(exc).__name__}") from exc
+        if response.status_code >= 400:
+            raise Unavailable(f"inference provider {self.provider_id} answered {response.status_code}: "
+                              f"{response.text[:500]}")
+        try:
+            value = response.json()
+        except ValueError:
+            raise Unavailable(f"{where} sent malformed JSON") from None
+        return value if isinstance(value, dict) else {}
+
+    async def post_stream(self, path: str, body: dict[str, Any], request_key: str | None) -> AsyncIterator[dict]:
+        base, key = await self._locate(request_key)
+        where = f"inference provider {self.provider_id} at {base}"
+        started = finished = False
+        try:
+            async with self.client().stream("POST", base + path, json=body,
+                                            headers=self._headers(key, "text/event-stream")) as response:
+                if response.status_code >= 400:
+                    detail = (await response.aread()).decode("utf-8", "replace")[:500]
+                    raise Unavailable(f"inference provider {self.provider_id} answered {response.status_code}: {detail}")
+                started = True
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    try:
+                        event = json.loads(data)
+                    except ValueError:
+                        raise Unavailable(f"{where} sent a malformed stream event: {data[:200]!r}") from None
+                    finished = finished or any(c.get("finish_reason") for c in event.get("choices") or [])
+                    yield event
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise Unavailable(f"{where} is unreachable: {type(exc).__name__}") from exc
+        except httpx.TimeoutException as exc:
+            raise Unavailable(f"{where} sent nothing for {self.timeout.read:g} s ({type(exc).__name__}); "
+                              "raise its config.timeout if the model is just slow") from exc
+        except httpx.HTTPError as exc:
+            state = "broke off the answer mid-stream" if started else "failed before answering"
+            raise Unavailable(f"{where} {state}: {type(exc).__name__}") from exc
+        if not finished:
+            # A clean close without [DONE] or a finish_reason: the answer is cut short, not complete.
+            raise Unavailable(f"{where} ended the stream before the answer was complete")
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class OpenAIChatModel:
+    """A chat model behind an OpenAI-compatible API."""
+
+    def __init__(self, endpoint: OpenAIEndpoint, provider_model_id: str, context_window: int):
+        self.endpoint = endpoint
         self.model_id = provider_model_id
-        self.context_window = provider.context_window
+        self.context_window = context_window
 
-    def count_tokens(self, messages: list[dict[str, Any]]) -> int:
+    async def count_tokens(self, messages: list[dict[str, Any]]) -> int:
         # No tokenizer for a remote model: ~4 characters a token is the usual, safe-side estimate.
         return sum(len(json.dumps(m, ensure_ascii=False)) for m in messages) // 3
 
-    def count_text(self, text: str) -> int:
+    async def count_text(self, text: str) -> int:
         return len(text) // 3
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
@@ -65,7 +153,7 @@ class RemoteChatModel:
             body["tools"] = request.tools
             body["tool_choice"] = request.tool_choice or "auto"
         pending: dict[int, dict[str, Any]] = {}
-        async for event in self.provider.post_stream("/chat/completions", body, request.api_key):
+        async for event in self.endpoint.post_stream("/chat/completions", body, request.api_key):
             if not event.get("choices"):
                 continue
             choice = event["choices"][0]
@@ -84,7 +172,7 @@ class RemoteChatModel:
     async def complete(self, prompt: str, max_tokens: int | None, temperature: float) -> AsyncIterator[ChatChunk]:
         body = {"model": self.model_id, "prompt": prompt, "stream": True, "temperature": temperature,
                 "max_tokens": max_tokens or 256}
-        async for event in self.provider.post_stream("/completions", body, None):
+        async for event in self.endpoint.post_stream("/completions", body, None):
             if event.get("choices"):
                 choice = event["choices"][0]
                 yield ChatChunk(text=choice.get("text") or "", finish_reason=choice.get("finish_reason"))
@@ -103,10 +191,13 @@ class OpenAICompatProvider:
         self.base_url = url
         self._config_key = config.get("api_key") or config.get("api_token")
         self.context_window = int(config.get("context_window") or DEFAULT_CONTEXT)
-        self.timeout = httpx.Timeout(float(config.get("timeout") or DEFAULT_TIMEOUT), connect=10.0)
+        self.endpoint = OpenAIEndpoint(provider_id, self._locate, float(config.get("timeout") or DEFAULT_TIMEOUT))
 
-    def chat_model(self, provider_model_id: str) -> RemoteChatModel:
-        return RemoteChatModel(self, provider_model_id)
+    async def _locate(self, request_key: str | None) -> tuple[str, str | None]:
+        return self.base_url, self.api_key(request_key)
+
+    def chat_model(self, provider_model_id: str) -> OpenAIChatModel:
+        return OpenAIChatModel(self.endpoint, provider_model_id, self.context_window)
 
     def api_key(self, request_key: str | None) -> str | None:
         if request_key:
@@ -118,46 +209,6 @@ class OpenAICompatProvider:
     def key_from_provider_data(self, provider_data: dict[str, Any]) -> str | None:
         key = self.flavour.provider_data_key
         return provider_data.get(key) if key else None
-
-    async def post_stream(self, path: str, body: dict[str, Any], request_key: str | None) -> AsyncIterator[dict]:
-        headers = {"accept": "text/event-stream"}
-        key = self.api_key(request_key)
-        if key:
-            headers["authorization"] = f"Bearer {key}"
-        where = f"inference provider {self.provider_id} at {self.base_url}"
-        started = finished = False
-        try:
-            async with httpx.AsyncClient(timeout=self.timeout, trust_env=False) as client:
-                async with client.stream("POST", self.base_url + path, json=body, headers=headers) as response:
-                    if response.status_code >= 400:
-                        detail = (await response.aread()).decode("utf-8", "replace")[:500]
-                        raise Unavailable(
-                            f"inference provider {self.provider_id} answered {response.status_code}: {detail}"
-                        )
-                    started = True
-                    async for line in response.aiter_lines():
-                        if not line.startswith("data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == "[DONE]":
-                            return
-                        try:
-                            event = json.loads(data)
-                        except ValueError:
-                            raise Unavailable(f"{where} sent a malformed stream event: {data[:200]!r}") from None
-                        finished = finished or any(c.get("finish_reason") for c in event.get("choices") or [])
-                        yield event
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise Unavailable(f"{where} is unreachable: {type(exc).__name__}") from exc
-        except httpx.TimeoutException as exc:
-            raise Unavailable(f"{where} sent nothing for {self.timeout.read:g} s ({type(exc).__name__}); "
-                              "raise its config.timeout if the model is just slow") from exc
-        except httpx.HTTPError as exc:
-            state = "broke off the answer mid-stream" if started else "failed before answering"
-            raise Unavailable(f"{where} {state}: {type(exc).__name__}") from exc
-        if not finished:
-            # A clean close without [DONE] or a finish_reason: the answer is cut short, not complete.
-            raise Unavailable(f"{where} ended the stream before the answer was complete")
 
     def health(self) -> dict[str, str]:
         return {"status": "OK", "message": f"OpenAI-compatible API at {self.base_url}"}
