@@ -2,11 +2,11 @@
 
 For every variant the CPU probe lets this machine run (and any named with --variants), one
 subprocess loads that variant and the packaged chat model, then times reading a ~500-token prompt
-and writing 64 tokens, three times (the best of three is kept: the machine is shared). The
+and writing 64 tokens, --runs times (the best run is kept: the machine is shared). The
 baseline (x64: SSE2 only, what a build that runs on every x86-64 CPU would be) is the reference:
 each variant's ratio to it is printed. A variant whose process dies is reported with its signal.
 
-Usage: .venv/bin/python bench/llama_variants.py [--variants x64,haswell,icelake] [--threads 2]
+Usage: .venv/bin/python bench/llama_variants.py [--variants x64,haswell,icelake] [--threads 2] [--runs 2]
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ CHILD = """
 import json, sys, time
 from pathlib import Path
 from stackrag.providers.inference.llama_worker import Engine, load_variant
-variant, model, threads, prompt = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+variant, model, threads, prompt, runs = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 load_variant(variant)
 engine = Engine(Path(model), 2048, threads)
 llm = engine._llm
 n_prompt = len(llm.tokenize(prompt.encode()))
 best = None
-for _ in range(3):
+for _ in range(runs):
     llm.reset()
     started = time.perf_counter()
     first = None
@@ -57,6 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--variants", default="", help="comma-separated (default: every one that fits here)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--models-dir", default=str(Path(tempfile.gettempdir()) / "stackrag-bench-models"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "llama_variants.json"))
     args = parser.parse_args()
@@ -67,7 +68,7 @@ def main() -> None:
     result = {**header(), "model": DEFAULT_WEIGHTS, "threads": args.threads, "cpu_usable": sorted(cpu.usable),
               "cpu_refused": cpu.refused(), "variants": {}}
     for name in names:
-        done = subprocess.run([sys.executable, "-c", CHILD, name, str(model), str(args.threads), PROMPT],
+        done = subprocess.run([sys.executable, "-c", CHILD, name, str(model), str(args.threads), PROMPT, str(args.runs)],
                               capture_output=True, text=True, cwd=str(ROOT))
         if done.returncode != 0:
             reason = f"signal {-done.returncode}" if done.returncode < 0 else done.stderr.strip()[-300:]
