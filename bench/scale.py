@@ -50,8 +50,8 @@ from common import ROOT, cpu_seconds, header, rss_mb, start_server, tree_total, 
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from stackrag.core.chunking import embed_whole, split_document  # noqa: E402
-from stackrag.core.documents import extract_text  # noqa: E402
+from stackrag.content.chunking import embed_whole, split_document  # noqa: E402
+from stackrag.content.documents import extract_text  # noqa: E402
 from stackrag.providers.inference.sentence_transformers import MiniLMEmbedder  # noqa: E402
 from milvus_servers import lite_server_process  # noqa: E402  (tests/: the servers the tests start)
 

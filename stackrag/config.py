@@ -111,7 +111,7 @@ class ServerSettings(BaseModel):
 
 
 class FetchSettings(BaseModel):
-    """Bounds on fetching document URLs for users (see core/fetch.py)."""
+    """Bounds on fetching document URLs for users (see content/fetch.py)."""
 
     timeout_seconds: float = 30.0
     max_bytes: int = 50 * 1024 * 1024

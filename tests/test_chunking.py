@@ -1,4 +1,4 @@
-"""Structure-aware chunking of Markdown and reST (core/sections.py, core/chunking.py) with the
+"""Structure-aware chunking of Markdown and reST (content/sections.py, content/chunking.py) with the
 embedding model's real tokenizer."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import SHARED
-from stackrag.core.chunking import split_document
-from stackrag.core.sections import blocks, markup_of
+from stackrag.content.chunking import split_document
+from stackrag.content.sections import blocks, markup_of
 from stackrag.providers.inference.sentence_transformers import TOKENIZER_PACKAGE, WordPieceTokenizer
 from stackrag.providers.model_files import package_dir
 

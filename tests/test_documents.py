@@ -25,9 +25,9 @@ from llama_stack_client import BadRequestError, LlamaStackClient
 
 from conftest import new_id
 from stackrag.config import FetchSettings
-from stackrag.core import fetch
-from stackrag.core.documents import document_text, extract_text, html_to_text, parse_data_url
-from stackrag.core.fetch import GuardedBackend, PrivateAddressError, check_address, fetch_url
+from stackrag.content import fetch
+from stackrag.content.documents import document_text, extract_text, html_to_text, parse_data_url
+from stackrag.content.fetch import GuardedBackend, PrivateAddressError, check_address, fetch_url
 from stackrag.errors import BadRequest, PayloadTooLarge
 
 

@@ -162,7 +162,7 @@ print(database.schema_version())
 
 def test_postgres_stores_and_concurrent_migrations(pg):
     from stackrag.config import FetchSettings, IngestionSettings
-    from stackrag.core.ingestion import INGESTS, Ingestion
+    from stackrag.services.ingestion import INGESTS, Ingestion
     from stackrag.storage.postgres import (MIGRATIONS, PostgresBlobStore, PostgresDatabase, PostgresJobQueue,
                                            PostgresRegistry)
 

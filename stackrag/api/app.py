@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
 from ..config import RunConfig
-from ..core.stack import Stack, build_stack
+from ..services.stack import Stack, build_stack
 from ..errors import StackError
 from . import openapi
 from .auth import ApiKeyAuth

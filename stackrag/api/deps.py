@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from ..core.stack import Stack
+from ..services.stack import Stack
 
 
 async def get_stack(request: Request) -> Stack:

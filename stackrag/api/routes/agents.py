@@ -6,7 +6,7 @@ from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
 
-from ...core.stack import Stack
+from ...services.stack import Stack
 from ...wire.llama_stack import (
     AgentCreated,
     CreateAgentRequest,

@@ -6,10 +6,10 @@ from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
 
-from ...core.inference import Completion, Delta, Sampling, generate
-from ...core.messages import to_openai, tool_definition_to_openai
-from ...core.stack import Stack
-from ...core.text import content_as_text
+from ...services.inference import Completion, Delta, Sampling, generate
+from ...services.messages import to_openai, tool_definition_to_openai
+from ...services.stack import Stack
+from ...content.text import content_as_text
 from ...errors import BadRequest
 from ...wire.llama_stack import ChatCompletionRequest, CompletionRequest, EmbeddingsRequest, EmbeddingsResponse
 from ..deps import get_stack, provider_api_key

@@ -7,8 +7,8 @@ import asyncio
 from fastapi import APIRouter, Depends, Request
 
 from ... import LLAMA_STACK_API_VERSION
-from ...core.stack import ProviderInfo as StackProvider
-from ...core.stack import Stack
+from ...services.stack import ProviderInfo as StackProvider
+from ...services.stack import Stack
 from ...errors import NotFound
 from ...wire.llama_stack import HealthInfo, ListResponse, ProviderHealth, ProviderInfo, RouteInfo, VersionInfo
 from ..deps import get_stack

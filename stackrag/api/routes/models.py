@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from ...core.records import ModelRecord
-from ...core.stack import Stack
+from ...services.records import ModelRecord
+from ...services.stack import Stack
 from ...wire.llama_stack import Model, RegisterModelRequest
 from ..deps import get_stack
 

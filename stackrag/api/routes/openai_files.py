@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import Response
 
-from ...core.pagination import page
-from ...core.stack import Stack
+from ...services.pagination import page
+from ...services.stack import Stack
 from ...errors import PayloadTooLarge
 from ..deps import get_stack
 

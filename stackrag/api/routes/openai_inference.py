@@ -10,9 +10,9 @@ from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
 
-from ...core.inference import Completion, Delta, Sampling, generate
-from ...core.stack import Stack
-from ...core.text import content_as_text
+from ...services.inference import Completion, Delta, Sampling, generate
+from ...services.stack import Stack
+from ...content.text import content_as_text
 from ...errors import BadRequest
 from ...wire.openai import ChatCompletionCreate, CompletionCreate, EmbeddingCreate
 from ..deps import get_stack, provider_api_key

@@ -6,8 +6,8 @@ from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Body, Depends, Request
 
-from ...core.pagination import page
-from ...core.stack import Stack
+from ...services.pagination import page
+from ...services.stack import Stack
 from ...errors import BadRequest
 from ...wire.openai import ConversationCreate, ConversationItemsCreate, ConversationUpdate
 from ..deps import get_stack, provider_api_key

@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from ...core.pagination import page
-from ...core.stack import Stack
+from ...services.pagination import page
+from ...services.stack import Stack
 from ...errors import BadRequest
 from ...wire.openai import (
     FileBatchCreate,

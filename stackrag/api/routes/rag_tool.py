@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
 
-from ...core.stack import Stack
+from ...services.stack import Stack
 from ...wire.llama_stack import RAGInsertRequest, RAGQueryRequest, RAGQueryResult
 from ..deps import get_stack
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from ...core.stack import Stack
-from ...core.toolgroups import TOOLGROUPS
+from ...services.stack import Stack
+from ...services.toolgroups import TOOLGROUPS
 from ...errors import BadRequest, NotFound
 from ...wire.llama_stack import InvokeToolRequest, ListResponse, ToolDef, ToolInvocationResult, ToolParameter
 from ..deps import get_stack

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ...core.toolgroups import RAG_PROVIDER, TOOLGROUPS, ToolSpec
+from ...services.toolgroups import RAG_PROVIDER, TOOLGROUPS, ToolSpec
 from ...errors import NotFound
 from ...wire.llama_stack import ListResponse, Tool, ToolGroup, ToolParameter
 

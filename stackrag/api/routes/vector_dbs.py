@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
-from ...core.records import VectorDBRecord
-from ...core.stack import Stack
+from ...services.records import VectorDBRecord
+from ...services.stack import Stack
 from ...wire.llama_stack import ListResponse, RegisterVectorDBRequest, VectorDB
 from ..deps import get_stack
 

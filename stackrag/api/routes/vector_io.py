@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from ...core.stack import Stack
-from ...core.text import content_as_text
+from ...services.stack import Stack
+from ...content.text import content_as_text
 from ...wire.llama_stack import Chunk, InsertChunksRequest, QueryChunksRequest, QueryChunksResponse
 from ..deps import get_stack
 

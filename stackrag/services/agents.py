@@ -21,7 +21,7 @@ from .inference import Completion, Delta, Sampling, generate
 from .messages import to_openai, tool_call, tool_definition_to_openai
 from .models import ModelService
 from .retrieval import RAGQueryConfig, RAGResult
-from .text import content_as_text
+from ..content.text import content_as_text
 from .toolgroups import RAG_TOOLGROUP, TOOLGROUPS
 
 log = logging.getLogger(__name__)

@@ -23,11 +23,11 @@ from ..config import FetchSettings, IngestionSettings
 from ..errors import BadRequest, PayloadTooLarge, StackError
 from ..providers.protocols import Embedder, Replace, StoredRow, VectorIndex
 from ..storage.registry import Registry
-from .chunking import TextChunk, embedding_windows, split_document
-from .documents import document_text, title_of
+from ..content.chunking import TextChunk, embedding_windows, split_document
+from ..content.documents import document_text, title_of
 from .records import VectorDBRecord
-from .sections import markup_of
-from .text import content_as_text
+from ..content.sections import markup_of
+from ..content.text import content_as_text
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from ..config import RetrievalSettings
 from ..errors import BadRequest
 from ..providers.protocols import Embedder, Hit, SearchRequest, VectorIndex
 from .records import VectorDBRecord
-from .text import content_as_text
+from ..content.text import content_as_text
 
 MODES = ("vector", "keyword", "hybrid")
 MAX_CHUNKS_LIMIT = 1000

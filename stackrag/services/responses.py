@@ -18,7 +18,7 @@ from .agents import grounded_question
 from .inference import Completion, Delta, Sampling, generate
 from .models import ModelService
 from .retrieval import RAGResult
-from .text import content_as_text
+from ..content.text import content_as_text
 from .vector_stores import VectorStoreService
 
 RESPONSES = "responses"

@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from ..errors import BadRequest
-from .text import content_as_text
+from ..content.text import content_as_text
 
 ROLES = ("system", "user", "assistant", "tool", "ipython")
 

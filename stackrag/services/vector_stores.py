@@ -1,6 +1,6 @@
 """OpenAI-style vector stores over the same vector DBs the classic API registers: one record, one
 collection, no copy. A vector store's files are ingested in the background, as jobs any replica
-may run (core/replica.py); their status says what really happened (in_progress, completed, or
+may run (services/replica.py); their status says what really happened (in_progress, completed, or
 failed with last_error), from whichever replica is asked."""
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import Any
 from ..config import DEFAULT_EMBEDDING_MODEL
 from ..errors import BadRequest, NotFound, StackError
 from ..storage.jobs import Job
-from .documents import extract_text
+from ..content.documents import extract_text
 from .files import FileService
 from .ingestion import Ingestion
 from .records import VectorDBRecord
 from .replica import Lease, Replica
 from .retrieval import Retrieval, SearchParams, parse_ranker
-from .text import content_as_text
+from ..content.text import content_as_text
 from .vector_dbs import VectorDBService
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from ..providers.registry import PROVIDERS, load_class, lookup
 from ..storage import Storage, open_storage
 from ..storage.registry import Registry
 from .agents import AgentService
-from .chunking import embed_whole
+from ..content.chunking import embed_whole
 from .ingestion import Ingestion
 from .models import ModelService
 from .records import VectorDBRecord
