@@ -17,7 +17,7 @@ from common import ROOT, header, running_server, write_result
 
 sys.path.insert(0, str(ROOT))
 
-from stackrag.eval import Question, ask, ingest, load_questions, score, summarise  # noqa: E402
+from stackrag.cli.evaluation import Question, ask, ingest, load_questions, score, summarise  # noqa: E402
 
 MODES = {
     "vector": {"mode": "vector"},

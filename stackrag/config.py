@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from .errors import describe_validation_errors
+
 DEFAULT_PORT = 8321
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_CHAT_MODEL = "qwen2.5-coder-0.5b-instruct"
@@ -124,7 +126,8 @@ class IngestionSettings(BaseModel):
     max_document_bytes: int = 50 * 1024 * 1024
     max_documents_per_request: int = 1000
     max_chunks_per_request: int = 100_000
-    embedding_batch_size: int = 32
+    # An HTML or PDF document's parse is stopped after this long (content/parsing.py).
+    parse_timeout_seconds: float = Field(default=30.0, gt=0)
     # How documents become chunks and what gets embedded; the defaults won the comparison in
     # docs/retrieval.md. "tokens": overlapping token windows. "structure": Markdown/reST chunks
     # follow sections and keep code blocks whole (other text still gets token windows).
@@ -266,8 +269,10 @@ MIN_KEY_LENGTH = 16
 
 
 def apply_environment(config: RunConfig, env: dict[str, str] | None = None) -> RunConfig:
-    """Settings the environment gives whatever the config file says (secrets stay out of files)."""
+    """Settings the environment gives whatever the config file says (secrets stay out of files): a new
+    config, so that applying it twice adds each key once."""
     env = os.environ if env is None else env
+    config = config.model_copy(deep=True)
     if truthy(env.get("STACKRAG_ALLOW_PRIVATE_URLS")):
         config.fetch.allow_private_urls = True
     for name, access in (("STACKRAG_API_KEY", "read_write"), ("STACKRAG_READ_ONLY_API_KEY", "read_only")):
@@ -297,13 +302,5 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(f"config file {p} is invalid: {_first_errors(e)}") from e
+        raise ConfigError(f"config file {p} is invalid: {describe_validation_errors(e.errors(), limit=5)}") from e
     return cfg.with_builtin_defaults()
-
-
-def _first_errors(e: ValidationError) -> str:
-    parts = []
-    for err in e.errors()[:5]:
-        loc = ".".join(str(x) for x in err["loc"])
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)

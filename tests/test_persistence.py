@@ -46,14 +46,24 @@ def config_for(request, tmp_path):
 
     def count_rows(data_dir, vector_db_id: str, document_id: str) -> int:
         return milvus(data_dir, (
-            "name = index.name_for(db)\n"
             "index.load(name)\n"
             "rows = index._call(lambda c: c.query(name, filter=f'document_id == \"{doc}\"', output_fields=['count(*)']))\n"
-            "result = rows[0]['count(*)']"), db=vector_db_id, doc=document_id)
+            "result = rows[0]['count(*)']"), name=collection(data_dir, vector_db_id), doc=document_id)
 
     make.count_rows = count_rows
     make.milvus = milvus
+    make.collection = collection
     return make
+
+
+def collection(data_dir, vector_db_id: str, namespace: str = "vector_dbs") -> str:
+    """The Milvus collection the registry gives a vector DB (each registration a name of its own)."""
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "registry.db") as registry:
+        row = registry.execute("SELECT value FROM records WHERE namespace = ? AND key = ?",
+                               (namespace, vector_db_id)).fetchone()
+    return json.loads(row[0])["collection"]
 
 
 def test_restart_keeps_vector_dbs_and_models(tmp_path, config_for):
@@ -243,8 +253,9 @@ def test_start_up_makes_milvus_match_the_registry(tmp_path, config_for):
             {"content": "The lighthouse keeper lit the lamp at dusk.", "metadata": {"document_id": "a"}}])
     finally:
         server.stop()
-    collections = "result = sorted(index.name_for(x) for x in ids if index.exists(index.name_for(x)))"
-    config_for.milvus(data_dir, "index.drop(index.name_for(lost))", lost=lost)
+    names = {db: collection(data_dir, db) for db in (kept, lost, ghost)}
+    collections = "result = sorted(x for x in names if index.exists(x))"
+    config_for.milvus(data_dir, "index.drop(name)", name=names[lost])
     with sqlite3.connect(data_dir / "registry.db") as registry:  # the unregister's first two steps
         registry.execute("UPDATE records SET namespace = 'vector_db_drops' WHERE namespace = 'vector_dbs' "
                          "AND key = ?", (ghost,))
@@ -262,8 +273,7 @@ def test_start_up_makes_milvus_match_the_registry(tmp_path, config_for):
         assert "finishing its unregister" in server.log_tail(200)
     finally:
         server.stop()
-    assert config_for.milvus(data_dir, collections, ids=[kept, lost, ghost]) == sorted(
-        config_for.milvus(data_dir, "result = [index.name_for(x) for x in ids]", ids=[kept, lost]))
+    assert config_for.milvus(data_dir, collections, names=list(names.values())) == sorted([names[kept], names[lost]])
     with sqlite3.connect(data_dir / "registry.db") as registry:
         assert registry.execute("SELECT count(*) FROM records WHERE namespace = 'vector_db_drops'").fetchone()[0] == 0
 

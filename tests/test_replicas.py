@@ -6,6 +6,7 @@ ingestion is run by exactly one replica, and taken over when that replica is kil
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -257,6 +258,37 @@ def test_register_on_one_insert_on_the_other_query_both(cluster):
             rag = {"vector_db_ids": [db], "content": question}
             answers = [c.post("/v1/tool-runtime/rag-tool/query", json=rag).json() for c in (a, b)]
             assert answers[0] == answers[1] and answers[0]["metadata"]["document_ids"]
+
+
+def test_sixteen_writers_on_two_replicas_leave_one_whole_version(cluster):
+    """One document, one version across replicas: the metadata store's lock orders writers of one
+    (vector DB, document_id) wherever they run."""
+    db = new_id("one-version")
+    with cluster.a.client() as a:
+        assert a.post("/v1/vector-dbs", json={"vector_db_id": db, "embedding_model": "all-MiniLM-L6-v2"}).status_code == 200
+    versions = {n: " ".join(f"version{n} line {i} about the ferry timetable." for i in range(60)) for n in range(16)}
+
+    def write(n: int) -> int:
+        with (cluster.a if n % 2 else cluster.b).client() as client:
+            return client.post("/v1/tool-runtime/rag-tool/insert", json={
+                "vector_db_id": db, "documents": [{"document_id": "doc", "content": versions[n]}],
+                "chunk_size_in_tokens": 64}).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        assert list(pool.map(write, range(16))) == [200] * 16
+    with cluster.a.client() as a:
+        found = a.post("/v1/vector-io/query", json={"vector_db_id": db, "query": "ferry timetable",
+                                                     "params": {"max_chunks": 1000, "mode": "keyword"}}).json()["chunks"]
+    tags = {tag for c in found for tag in re.findall(r"version(\d+)", c["content"])}
+    assert len(tags) == 1, tags
+    alone = new_id("one-version")
+    with cluster.b.client() as b:
+        b.post("/v1/vector-dbs", json={"vector_db_id": alone, "embedding_model": "all-MiniLM-L6-v2"})
+        b.post("/v1/tool-runtime/rag-tool/insert", json={"vector_db_id": alone, "chunk_size_in_tokens": 64,
+               "documents": [{"document_id": "doc", "content": versions[int(next(iter(tags)))]}]})
+        reference = b.post("/v1/vector-io/query", json={"vector_db_id": alone, "query": "ferry timetable",
+                                                         "params": {"max_chunks": 1000, "mode": "keyword"}}).json()
+    assert len(found) == len(reference["chunks"])
 
 
 def test_agent_session_continues_on_the_other_replica(cluster):

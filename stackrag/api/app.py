@@ -7,18 +7,19 @@ import logging
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
 from ..config import RunConfig
+from ..services import stack as services
 from ..services.stack import Stack, build_stack
 from ..errors import StackError
-from . import openapi
+from . import access, openapi
 from .auth import ApiKeyAuth
-from .errors import error_response, openai_error
+from .errors import error_response, validation_response
 from .routes import (
     agents,
     inference,
@@ -39,6 +40,7 @@ from .routes import (
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
+MAX_ERRORS = 20
 
 
 OnReady = Callable[[Stack], Awaitable[None]]
@@ -52,7 +54,7 @@ def create_app(config: RunConfig, stack: Stack | None = None, on_ready: OnReady 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if getattr(app.state, "stack", None) is None:
             app.state.stack = await asyncio.to_thread(build_stack, config)
-        await asyncio.to_thread(app.state.stack.startup)
+        await asyncio.to_thread(services.start, app.state.stack)
         await app.state.stack.replica.start()
         log.info("stackrag ready (data dir %s)", config.resolved_data_dir())
         task = asyncio.create_task(on_ready(app.state.stack)) if on_ready is not None else None
@@ -63,13 +65,15 @@ def create_app(config: RunConfig, stack: Stack | None = None, on_ready: OnReady 
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
             await app.state.stack.replica.stop()
-            await asyncio.to_thread(app.state.stack.close)
+            await asyncio.to_thread(services.close, app.state.stack)
 
     app = FastAPI(
         title="stackrag",
         version=__version__,
         description="A Llama Stack compatible RAG server on Milvus.",
         lifespan=lifespan,
+        # Once the route is known: a read-only key may not reach an operation declared a write.
+        dependencies=[Depends(access.enforce)],
     )
     app.state.stack = stack
     openapi.install(app)
@@ -104,25 +108,11 @@ async def _stack_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.message, exc.status_code)
 
 
-def describe_validation_errors(errors: list[Any]) -> str:
-    parts = []
-    for err in errors[:8]:
-        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
-        parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts)
-
-
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
-    ]
-    # `detail` names the fields for people; `error.detail.errors` is Llama Stack's own shape.
-    message = f"Invalid request: {describe_validation_errors(errors)}"
-    return JSONResponse(
-        {"detail": message, "error": {"detail": {"errors": errors}, **openai_error(message, 400)}},
-        status_code=400,
-    )
+    # A hostile body can carry thousands of errors: the first few say what to fix.
+    return validation_response([{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                                for e in exc.errors()[:MAX_ERRORS]])
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

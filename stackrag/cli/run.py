@@ -34,7 +34,7 @@ def run(config_path: str | None, host: str | None, port: int | None, data_dir: s
 
     try:
         config = load_config(config_path)
-        apply_environment(config)
+        config = apply_environment(config)
         check_workers(config, workers)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -16,6 +16,8 @@ from urllib.parse import unquote_to_bytes
 from ..config import FetchSettings
 from ..errors import BadRequest, PayloadTooLarge
 from .fetch import display_url, fetch_url
+from .parsing import DEFAULT_TIMEOUT as DEFAULT_PARSE_TIMEOUT
+from .parsing import parsers
 
 # A string is a URL only when it looks like nothing else: prose that starts with "http://x.org is"
 # or "data: the numbers" stays text.
@@ -39,6 +41,7 @@ class Budget:
 
     limit: int
     used: int = 0
+    parse_timeout: float = DEFAULT_PARSE_TIMEOUT
 
     def take(self, size: int) -> None:
         self.used += size
@@ -50,8 +53,20 @@ class Budget:
         return max(self.limit - self.used, 0)
 
 
-async def document_text(content: Any, mime_type: str | None, settings: FetchSettings, max_bytes: int) -> str:
-    return await _content_text(content, mime_type, settings, Budget(max_bytes))
+async def document_text(content: Any, mime_type: str | None, settings: FetchSettings, max_bytes: int,
+                        parse_timeout: float = DEFAULT_PARSE_TIMEOUT) -> str:
+    return await _content_text(content, mime_type, settings, Budget(max_bytes, parse_timeout=parse_timeout))
+
+
+async def extract(data: bytes, mime_type: str | None, charset: str | None = None, served_type: str | None = None,
+                  source: str = "", parse_timeout: float = DEFAULT_PARSE_TIMEOUT) -> str:
+    """extract_text, off the event loop: HTML and PDF in a parse worker (bounded in time and memory,
+    parsing.py), anything else (plain decoding) on a thread."""
+    kind = effective_type(data, mime_type, served_type)
+    if kind == PDF or kind in HTML_TYPES:
+        return await parsers(parse_timeout).arun("extract_text", data, mime_type, charset, served_type, source,
+                                                 what=source or "the document")
+    return await asyncio.to_thread(extract_text, data, mime_type, charset, served_type, source)
 
 
 async def _content_text(content: Any, mime_type: str | None, settings: FetchSettings, budget: Budget) -> str:
@@ -62,7 +77,7 @@ async def _content_text(content: Any, mime_type: str | None, settings: FetchSett
     if isinstance(content, str):
         if URL_PATTERN.match(content.strip()):
             return await _url_text(content.strip(), mime_type, settings, budget)
-        return _inline_text(content, mime_type, budget)
+        return await _inline_text(content, mime_type, budget)
     if content is None:
         raise BadRequest("the document has no content")
     raise BadRequest("content must be text, a URL, a {'uri': ...} object, or a list of content items")
@@ -77,17 +92,18 @@ async def _item_text(item: dict[str, Any], mime_type: str | None, settings: Fetc
     if kind == "text":
         if not isinstance(item.get("text"), str):
             raise BadRequest("a text content item needs a 'text' string")
-        return _inline_text(item["text"], mime_type, budget)
+        return await _inline_text(item["text"], mime_type, budget)
     if kind == "image":
         raise BadRequest("image content is not supported; send text, a URL, or a PDF")
     raise BadRequest(f"unsupported content item of type {kind!r}; use 'text' items or {{'uri': ...}}")
 
 
-def _inline_text(text: str, mime_type: str | None, budget: Budget) -> str:
-    budget.take(len(text.encode("utf-8", errors="replace")))
+async def _inline_text(text: str, mime_type: str | None, budget: Budget) -> str:
+    data = text.encode("utf-8", errors="replace")
+    budget.take(len(data))
     # Inline HTML is still HTML; any other declared type is taken as the text it already is.
     if base_type(mime_type) in HTML_TYPES:
-        return normalise(html_to_text(text))
+        return await extract(data, mime_type, "utf-8", None, "the inline HTML", budget.parse_timeout)
     return normalise(text)
 
 
@@ -105,8 +121,7 @@ async def _url_text(url: str, mime_type: str | None, settings: FetchSettings, bu
         data, served_type, charset = fetched.content, fetched.content_type, fetched.charset
         budget.take(len(data))
         source = display_url(url)
-    # PDF and large HTML parsing is CPU-bound; the event loop keeps serving meanwhile.
-    return await asyncio.to_thread(extract_text, data, mime_type, charset, served_type, source)
+    return await extract(data, mime_type, charset, served_type, source, budget.parse_timeout)
 
 
 def parse_data_url(url: str) -> tuple[bytes, str | None, str | None]:

@@ -1,10 +1,22 @@
-"""Llama Stack "interleaved content" (a string, a content item, or a list of them) as plain text."""
+"""Llama Stack "interleaved content" (a string, a content item, or a list of them) as plain text and
+as plain JSON; the items may be typed (wire models) or as stored (dicts)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from ..errors import BadRequest
+
+
+def plain(content: Any) -> Any:
+    """Typed content (wire models) as the JSON it came as; plain content as it is."""
+    if isinstance(content, BaseModel):
+        return content.model_dump(exclude_none=True)
+    if isinstance(content, list):
+        return [plain(item) for item in content]
+    return content
 
 
 def content_as_text(content: Any, field: str, sep: str = " ") -> str:
@@ -12,6 +24,8 @@ def content_as_text(content: Any, field: str, sep: str = " ") -> str:
         return ""
     if isinstance(content, str):
         return content
+    if isinstance(content, BaseModel):
+        content = plain(content)
     if isinstance(content, list):
         return sep.join(content_as_text(item, f"{field}[{i}]", sep) for i, item in enumerate(content))
     if isinstance(content, dict):

@@ -13,15 +13,20 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator
 
-from ..errors import BadRequest, NotFound
+from pydantic import ValidationError
+
+from ..content.text import content_as_text
+from ..errors import BadRequest, NotFound, bad_request_from
 from ..storage.registry import Registry, require
-from .inference import Completion, Delta, Sampling, generate
+from ..wire.llama_stack import RAGQueryConfig as RAGQueryConfigIn
+from ..wire.llama_stack import RAGToolArgs, SamplingParams
+from .inference import DEFAULT_ANSWER_TOKENS, Completion, Delta, Sampling, generate
 from .messages import to_openai, tool_call, tool_definition_to_openai
 from .models import ModelService
+from .rag import RAGService
 from .retrieval import RAGQueryConfig, RAGResult
-from ..content.text import content_as_text
 from .toolgroups import RAG_TOOLGROUP, TOOLGROUPS
 
 log = logging.getLogger(__name__)
@@ -32,8 +37,6 @@ DEFAULT_MAX_INFER_ITERS = 10
 # Below this many tokens of room, retrieved context is not worth sending.
 MIN_CONTEXT_TOKENS = 256
 
-KnowledgeSearch = Callable[[list[str], str, RAGQueryConfig], Awaitable[RAGResult]]
-RAGConfigParser = Callable[[dict[str, Any] | None], RAGQueryConfig]
 # The answer when the documents hold nothing relevant: said plainly, not invented by the model.
 NO_CONTEXT_ANSWER = "I could not find anything about this in the documents, so I cannot answer it from them."
 
@@ -45,7 +48,7 @@ def now() -> str:
 @dataclass
 class RAGTool:
     vector_db_ids: list[str]
-    query_config: dict[str, Any]
+    query_config: RAGQueryConfigIn | None
     mode: str  # retrieve_first | model_decides
 
 
@@ -86,26 +89,23 @@ def rag_tool_of(toolgroups: list[Any], default_mode: str) -> RAGTool | None:
             raise BadRequest(f"toolgroup {name!r} is not available; this server has {', '.join(TOOLGROUPS)}")
         if base != RAG_TOOLGROUP:
             continue
-        ids = args.get("vector_db_ids") or []
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise BadRequest(f"toolgroup {name}: args.vector_db_ids must be a list of vector DB ids")
-        mode = args.get("retrieval", default_mode)
-        if mode not in ("retrieve_first", "model_decides"):
-            raise BadRequest("args.retrieval must be 'retrieve_first' or 'model_decides'")
+        try:
+            parsed = RAGToolArgs.model_validate(args)
+        except ValidationError as exc:
+            raise bad_request_from(exc, f"toolgroup {name}: args") from None
         if found is None:
-            found = RAGTool(list(ids), dict(args.get("query_config") or {}), mode)
+            found = RAGTool(list(parsed.vector_db_ids), parsed.query_config, parsed.retrieval or default_mode)
         else:
-            found.vector_db_ids += [i for i in ids if i not in found.vector_db_ids]
+            found.vector_db_ids += [i for i in parsed.vector_db_ids if i not in found.vector_db_ids]
     return found
 
 
 class AgentService:
-    def __init__(self, registry: Registry, models: ModelService, knowledge_search: KnowledgeSearch,
-                 rag_config: RAGConfigParser = RAGQueryConfig.parse, retrieval_mode: str = "retrieve_first"):
+    def __init__(self, registry: Registry, models: ModelService, rag: RAGService,
+                 retrieval_mode: str = "retrieve_first"):
         self._registry = registry
         self._models = models
-        self._search = knowledge_search
-        self._rag_config = rag_config
+        self._rag = rag
         self._retrieval_mode = retrieval_mode
         # Sessions of agents without enable_session_persistence live only in this process, unless
         # the registry is shared: then the next turn may come to another replica, which must see it.
@@ -225,7 +225,7 @@ class AgentService:
         """Yield the turn's event payloads, ending with turn_complete."""
         config = agent["agent_config"]
         model = self._models.chat_model(config["model"])
-        sampling = Sampling.parse(config.get("sampling_params"))
+        sampling = Sampling.of(SamplingParams.model_validate(config.get("sampling_params") or {}))
         rag = rag_tool_of(list(config.get("toolgroups") or []) + list(toolgroups or []), self._retrieval_mode)
         max_iters = int(config.get("max_infer_iters") or DEFAULT_MAX_INFER_ITERS)
         state = TurnState(str(uuid.uuid4()), session["session_id"], [dict(m, context=None) for m in messages], now())
@@ -351,10 +351,10 @@ class AgentService:
             metadata: dict[str, Any] = {}
         else:
             query = str(call["arguments"].get("query") or "")
-            config = self._rag_config(rag.query_config)
+            config = self._rag.config(rag.query_config)
             config.max_tokens_in_context = await self._context_room(model, conversation, sampling, config)
             started_search = time.perf_counter()
-            result = await self._search(rag.vector_db_ids, query, config)
+            result = await self._rag.knowledge_search(rag.vector_db_ids, query, config)
             state.last_result = result
             log.info("knowledge_search %r: %d chunks in %.0f ms", query[:60], len(result.metadata["document_ids"]),
                      (time.perf_counter() - started_search) * 1000)
@@ -373,7 +373,7 @@ class AgentService:
                       config: RAGQueryConfig) -> int:
         """Tokens the retrieved text may take: what the toolgroup asks, capped by what the model can hold."""
         used = await model.count_tokens(conversation)
-        answer = sampling.max_tokens or 768
+        answer = sampling.max_tokens or DEFAULT_ANSWER_TOKENS
         # Retrieved text is counted in embedding-model tokens; leave a quarter spare for the
         # difference to the chat model's tokenizer and for the result's framing text.
         room = int((model.context_window - used - answer) * 0.75)
@@ -387,7 +387,7 @@ async def grounded_question(result: RAGResult, question: str, model: Any, conver
     Each passage is the best-matching embedding window of a chunk (~250 tokens) under its document's
     title, not the whole chunk: a small model answers better from less, focused text, and faster.
     """
-    room = model.context_window - await model.count_tokens(conversation) - (sampling.max_tokens or 768) - 64
+    room = model.context_window - await model.count_tokens(conversation) - (sampling.max_tokens or DEFAULT_ANSWER_TOKENS) - 64
     titles = [hit.chunk.get("title") or hit.document_id for hit in result.hits]
     passages: list[str] = []
     for hit, title in zip(result.hits, titles):

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..config import DEFAULT_EMBEDDING_MODEL
 from ..errors import NotFound, StackError
+from ..wire.llama_stack import RAGDocument
 from .stack import Stack
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,9 @@ async def _fill(stack: Stack, documents: list[dict[str, Any]], origin: str) -> N
         await stack.vector_dbs.register(DEMO_VECTOR_DB, DEFAULT_EMBEDDING_MODEL, None, None, None,
                                         "torchtune tutorials (demo)")
         log.info("demo: created vector DB %r", DEMO_VECTOR_DB)
-    record, index, embedder = stack.target(DEMO_VECTOR_DB)
+    db = stack.vector_dbs.open(DEMO_VECTOR_DB)
     missing = [d for d in documents
-               if not await asyncio.to_thread(index.document_chunks, record.collection, d["document_id"])]
+               if not await asyncio.to_thread(db.index.document_chunks, db.collection, d["document_id"])]
     if not missing:
         log.info("demo: vector DB %r already holds the %d tutorial documents; nothing to ingest. Try: %s",
                  DEMO_VECTOR_DB, len(documents), TRY_IT)
@@ -55,7 +56,7 @@ async def _fill(stack: Stack, documents: list[dict[str, Any]], origin: str) -> N
     failed = 0
     for number, document in enumerate(missing, start=1):
         try:
-            stats = await stack.ingestion.insert_documents(record, index, embedder, [document], CHUNK_SIZE)
+            stats = await stack.rag.insert(DEMO_VECTOR_DB, [RAGDocument.model_validate(document)], CHUNK_SIZE)
         except StackError as exc:
             failed += 1
             log.error("demo: %s failed: %s", document["document_id"], exc.message)

@@ -9,6 +9,7 @@ from typing import Any, AsyncIterator
 
 from ..errors import BadRequest
 from ..providers.protocols import ChatModel, ChatRequest
+from ..wire.llama_stack import GreedyStrategy, SamplingParams, TopPStrategy
 from .messages import looks_like_tool_call, parse_text_tool_calls, tool_call
 
 # Room kept free for the answer when the caller does not say how long it may be.
@@ -23,21 +24,17 @@ class Sampling:
     stop: list[str] | None = None
 
     @classmethod
-    def parse(cls, params: dict[str, Any] | None) -> Sampling:
-        """Llama Stack SamplingParams: {strategy: {type: greedy|top_p|top_k, ...}, max_tokens, ...}."""
-        params = params or {}
-        strategy = params.get("strategy") or {"type": "greedy"}
-        kind = strategy.get("type", "greedy")
-        if kind not in ("greedy", "top_p", "top_k"):
-            raise BadRequest(f"sampling_params.strategy.type must be greedy, top_p or top_k, not {kind!r}")
-        max_tokens = params.get("max_tokens") or None
-        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-            raise BadRequest("sampling_params.max_tokens must be a positive integer (0 means the default)")
-        if kind == "greedy":
-            return cls(0.0, None, max_tokens, params.get("stop"))
-        temperature = float(strategy.get("temperature") or 0.7)
-        top_p = float(strategy.get("top_p") or 0.95) if kind == "top_p" else None
-        return cls(temperature, top_p, max_tokens, params.get("stop"))
+    def of(cls, params: SamplingParams | None) -> Sampling:
+        """Llama Stack SamplingParams: {strategy: {type: greedy|top_p|top_k, ...}, max_tokens (0: the
+        default), stop}."""
+        params = params or SamplingParams()
+        strategy = params.strategy or GreedyStrategy()
+        max_tokens = params.max_tokens or None
+        if isinstance(strategy, GreedyStrategy):
+            return cls(0.0, None, max_tokens, params.stop)
+        if isinstance(strategy, TopPStrategy):
+            return cls(strategy.temperature or 0.7, strategy.top_p or 0.95, max_tokens, params.stop)
+        return cls(0.7, None, max_tokens, params.stop)  # top_k: llama.cpp and OpenAI APIs sample by temperature
 
 
 @dataclass

@@ -3,6 +3,12 @@
 Every document is written in one `write` call, so its chunks land together or not at all, and a
 document_id that is inserted again replaces its old chunks. Embedding runs in batches on a worker
 thread, never on the event loop.
+
+One document, one version: writes of the same (vector DB, document_id) take turns (a lock per
+document in this process, and the metadata store's lock across replicas), so concurrent re-inserts
+leave exactly the version that committed last, whole. A write commits only while what it was
+started for still stands (the vector DB's generation, a vector-store file still attached); else it
+writes nothing and answers 409.
 """
 
 from __future__ import annotations
@@ -20,19 +26,18 @@ from typing import Any, Awaitable, Callable
 import numpy as np
 
 from ..config import FetchSettings, IngestionSettings
-from ..errors import BadRequest, PayloadTooLarge, StackError
-from ..providers.protocols import Embedder, Replace, StoredRow, VectorIndex
-from ..storage.registry import Registry
 from ..content.chunking import TextChunk, embedding_windows, split_document
 from ..content.documents import document_text, title_of
-from .records import VectorDBRecord
 from ..content.sections import markup_of
 from ..content.text import content_as_text
+from ..errors import BadRequest, Conflict, PayloadTooLarge, StackError
+from ..providers.protocols import Embedder, Replace, StoredRow, VectorIndex
+from ..storage.registry import Registry
+from .vector_dbs import VectorDB
 
 log = logging.getLogger(__name__)
 
-# Milvus stores document_id in a VARCHAR(2048) field; half of that leaves room for UTF-8.
-MAX_DOCUMENT_ID_BYTES = 1024
+DEFAULT_CHUNK_TOKENS = 512
 MIN_CHUNK_TOKENS = 16
 MAX_CHUNK_TOKENS = 4096
 # A chunk is stored whole in each of its rows (Milvus JSON fields hold at most 64 KiB).
@@ -45,6 +50,18 @@ WINDOWS_PER_STEP = 256
 MAX_PREFIX_TOKENS = 32
 
 Progress = Callable[[int, int], Awaitable[None] | None]
+# Raises Conflict when what a write was started for is gone (checked under the document lock).
+Fence = Callable[[], None]
+
+
+@dataclass
+class Document:
+    """A document to ingest: its content as the API carries it (text, items, a URL or data: URL)."""
+
+    document_id: str
+    content: Any
+    mime_type: str | None = None
+    metadata: dict[str, Any] | None = None
 
 
 @dataclass
@@ -74,39 +91,93 @@ class InsertStats:
 INGESTS = "ingests"
 
 
+class DocumentLocks:
+    """One writer at a time per (collection, document_id) in this process; keys are taken in sorted
+    order, so writers of overlapping document sets cannot deadlock."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._waiting: dict[str, int] = {}
+
+    async def acquire(self, keys: list[str]) -> None:
+        taken: list[str] = []
+        try:
+            for key in keys:
+                self._waiting[key] = self._waiting.get(key, 0) + 1
+                lock = self._locks.setdefault(key, asyncio.Lock())
+                try:
+                    await lock.acquire()
+                except BaseException:
+                    self._forget(key)
+                    raise
+                taken.append(key)
+        except BaseException:
+            self.release(taken)
+            raise
+
+    def release(self, keys: list[str]) -> None:
+        for key in reversed(keys):
+            self._locks[key].release()
+            self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        self._waiting[key] -= 1
+        if not self._waiting[key]:
+            del self._waiting[key], self._locks[key]
+
+
 class Ingestion:
-    def __init__(self, fetch: FetchSettings, limits: IngestionSettings, registry: Registry, owner: str = ""):
+    def __init__(self, fetch: FetchSettings, limits: IngestionSettings, registry: Registry, owner: str = "",
+                 current: Callable[[VectorDB], None] | None = None):
         self._fetch = fetch
         self._limits = limits
         self._registry = registry
         self._owner = owner  # this process's replica id: journal entries say whose write they are
+        # Raises Conflict when a vector DB is no longer the generation it was opened as.
+        self._current = current or (lambda db: None)
+        self._locks = DocumentLocks()
+        self.parse_timeout = limits.parse_timeout_seconds
 
-    async def _write(self, vector_db: VectorDBRecord, index: VectorIndex, rows: list[StoredRow],
-                     replace: Replace) -> None:
-        """One all-or-nothing write. index.write removes its own rows when it fails; the journal
-        entry covers a process killed in the middle (recover() removes its rows later)."""
+    async def _write(self, db: VectorDB, rows: list[StoredRow], replace: Replace, document_ids: list[str],
+                     fence: Fence | None = None) -> None:
+        """One all-or-nothing write of whole documents. index.write removes its own rows when it fails;
+        the journal entry covers a process killed in the middle (recover() removes its rows later)."""
+        keys = sorted({f"{db.collection}/{d}" for d in document_ids})
         ingest_id = uuid.uuid4().hex
-        self._registry.put(INGESTS, ingest_id, {"ingest_id": ingest_id, "provider_id": vector_db.provider_id,
-                                                "collection": vector_db.collection, "owner": self._owner})
 
         def write() -> None:
-            index.write(vector_db.collection, rows, ingest_id, replace)
-            # Here, not after the await: a caller cancelled meanwhile (a job whose lease was lost)
-            # must not leave the entry of a write that completed, or recover() would undo it later.
-            self._registry.delete(INGESTS, ingest_id)
-
-        running = asyncio.ensure_future(asyncio.to_thread(write))
-        try:
-            await asyncio.shield(running)
-        except asyncio.CancelledError:
-            # The thread cannot be stopped. Wait for it before giving up the work, so that whoever takes
-            # it next (a job re-queued or taken over) never writes the same document at the same time.
-            while not running.done():
+            # Across replicas: the metadata store's lock on the same keys (a no-op for one process).
+            with self._registry.locked(keys):
+                self._current(db)
+                if fence is not None:
+                    fence()
+                self._registry.put(INGESTS, ingest_id, {"ingest_id": ingest_id, "provider_id": db.record.provider_id,
+                                                        "collection": db.collection, "owner": self._owner})
                 try:
-                    await asyncio.wait([running])
-                except asyncio.CancelledError:
-                    continue
-            raise
+                    db.index.write(db.collection, rows, ingest_id, replace)
+                except StackError:
+                    self._current(db)  # deleted under us: say that, not the store's words
+                    raise
+                # Here, not after the await: a caller cancelled meanwhile (a job whose lease was lost)
+                # must not leave the entry of a write that completed, or recover() would undo it later.
+                self._registry.delete(INGESTS, ingest_id)
+
+        await self._locks.acquire(keys)
+        try:
+            running = asyncio.ensure_future(asyncio.to_thread(write))
+            try:
+                await asyncio.shield(running)
+            except asyncio.CancelledError:
+                # The thread cannot be stopped. Wait for it before giving up the work (and the lock), so
+                # that whoever takes it next never writes the same document at the same time.
+                while not running.done():
+                    try:
+                        await asyncio.wait([running])
+                    except asyncio.CancelledError:
+                        continue
+                raise
+        finally:
+            self._locks.release(keys)
 
     def recover(self, indexes: dict[str, VectorIndex], alive: Callable[[str | None], bool] = lambda _: False) -> None:
         """Remove the rows of writes a killed process left unfinished: each document whole or absent.
@@ -131,38 +202,38 @@ class Ingestion:
 
     async def insert_documents(
         self,
-        vector_db: VectorDBRecord,
-        index: VectorIndex,
-        embedder: Embedder,
-        documents: list[dict[str, Any]],
-        chunk_size_in_tokens: int,
+        db: VectorDB,
+        documents: list[Document],
+        chunk_size_in_tokens: int | None = None,
         overlap_tokens: int | None = None,
+        fence: Fence | None = None,
     ) -> InsertStats:
         started = time.perf_counter()
+        chunk_size_in_tokens = DEFAULT_CHUNK_TOKENS if chunk_size_in_tokens is None else chunk_size_in_tokens
+        embedder = db.embedder
         self._check_documents(documents, chunk_size_in_tokens)
         if overlap_tokens is not None and not 0 <= overlap_tokens <= chunk_size_in_tokens // 2:
             raise BadRequest("the chunk overlap must be between 0 and half the chunk size")
         semaphore = asyncio.Semaphore(FETCH_CONCURRENCY)
 
-        async def text_of(doc: dict[str, Any], position: int) -> str:
+        async def text_of(doc: Document, position: int) -> str:
             async with semaphore:
                 try:
-                    return await document_text(
-                        doc.get("content"), doc.get("mime_type"), self._fetch, self._limits.max_document_bytes
-                    )
+                    return await document_text(doc.content, doc.mime_type, self._fetch, self._limits.max_document_bytes,
+                                               self.parse_timeout)
                 except (BadRequest, PayloadTooLarge) as exc:
-                    exc.message = f"documents[{position}] ({doc['document_id']}): {exc.message}"
+                    exc.message = f"documents[{position}] ({doc.document_id}): {exc.message}"
                     raise
 
         texts = await asyncio.gather(*(text_of(doc, i) for i, doc in enumerate(documents)))
         prepared: list[list[PreparedChunk]] = []
         for position, (doc, text) in enumerate(zip(documents, texts)):
             chunks = await asyncio.to_thread(
-                split_document, text, doc["document_id"], chunk_size_in_tokens, embedder.tokenizer,
-                doc.get("metadata") or {}, overlap_tokens, _markup(doc), self._limits.chunking == "structure",
+                split_document, text, doc.document_id, chunk_size_in_tokens, embedder.tokenizer,
+                doc.metadata or {}, overlap_tokens, _markup(doc), self._limits.chunking == "structure",
             )
             if not chunks:
-                raise BadRequest(f"documents[{position}] ({doc['document_id']}) has no text to index")
+                raise BadRequest(f"documents[{position}] ({doc.document_id}) has no text to index")
             prepared.append(await asyncio.to_thread(self._prepare_text_chunks, chunks, embedder, title_of(text)))
         total_chunks = sum(len(p) for p in prepared)
         if total_chunks > self._limits.max_chunks_per_request:
@@ -170,15 +241,15 @@ class Ingestion:
                 f"these documents make {total_chunks} chunks; the limit per request is "
                 f"{self._limits.max_chunks_per_request} (send fewer documents or a larger chunk_size_in_tokens)"
             )
-        stats = await self._write_documents(vector_db, index, embedder, prepared)
+        stats = await self._write_documents(db, prepared, fence)
         stats.seconds = time.perf_counter() - started
         log.info(
             "inserted %d documents (%d chunks, %d windows) into %s in %.2f s",
-            stats.documents, stats.chunks, stats.windows, vector_db.identifier, stats.seconds,
+            stats.documents, stats.chunks, stats.windows, db.id, stats.seconds,
         )
         return stats
 
-    def _check_documents(self, documents: list[dict[str, Any]], chunk_size: int) -> None:
+    def _check_documents(self, documents: list[Document], chunk_size: int) -> None:
         if not documents:
             raise BadRequest("documents must contain at least one document")
         if len(documents) > self._limits.max_documents_per_request:
@@ -191,13 +262,9 @@ class Ingestion:
             )
         seen: set[str] = set()
         for i, doc in enumerate(documents):
-            doc_id = doc.get("document_id")
-            if not isinstance(doc_id, str) or not doc_id.strip():
-                raise BadRequest(f"documents[{i}].document_id must be a non-empty string")
-            check_document_id(doc_id, f"documents[{i}].document_id")
-            if doc_id in seen:
-                raise BadRequest(f"documents[{i}].document_id {doc_id!r} appears twice in this request")
-            seen.add(doc_id)
+            if doc.document_id in seen:
+                raise BadRequest(f"documents[{i}].document_id {doc.document_id!r} appears twice in this request")
+            seen.add(doc.document_id)
 
     def _prepare_text_chunks(self, chunks: list[TextChunk], embedder: Embedder, title: str) -> list[PreparedChunk]:
         prepared = []
@@ -229,13 +296,8 @@ class Ingestion:
         limit = min(self._limits.window_tokens or embedder.max_tokens, embedder.max_tokens)
         return max(16, limit - (embedder.tokenizer.count(prefix) if prefix else 0))
 
-    async def _write_documents(
-        self,
-        vector_db: VectorDBRecord,
-        index: VectorIndex,
-        embedder: Embedder,
-        documents: list[list[PreparedChunk]],
-    ) -> InsertStats:
+    async def _write_documents(self, db: VectorDB, documents: list[list[PreparedChunk]],
+                               fence: Fence | None) -> InsertStats:
         stats = InsertStats()
         step: list[list[PreparedChunk]] = []
         step_windows = 0
@@ -243,22 +305,16 @@ class Ingestion:
             step.append(chunks)
             step_windows += sum(len(c.windows) for c in chunks)
             if step_windows >= WINDOWS_PER_STEP:
-                await self._embed_and_write(vector_db, index, embedder, step, stats)
+                await self._embed_and_write(db, step, stats, fence)
                 step, step_windows = [], 0
         if step:
-            await self._embed_and_write(vector_db, index, embedder, step, stats)
+            await self._embed_and_write(db, step, stats, fence)
         return stats
 
-    async def _embed_and_write(
-        self,
-        vector_db: VectorDBRecord,
-        index: VectorIndex,
-        embedder: Embedder,
-        documents: list[list[PreparedChunk]],
-        stats: InsertStats,
-    ) -> None:
+    async def _embed_and_write(self, db: VectorDB, documents: list[list[PreparedChunk]], stats: InsertStats,
+                               fence: Fence | None) -> None:
         all_chunks = [c for chunks in documents for c in chunks]
-        vectors = await asyncio.to_thread(embedder.embed, [w for c in all_chunks for w in c.embedding_inputs()])
+        vectors = await asyncio.to_thread(db.embedder.embed, [w for c in all_chunks for w in c.embedding_inputs()])
         rows_by_doc: dict[str, list[StoredRow]] = {}
         offset = 0
         for chunk in all_chunks:
@@ -267,16 +323,14 @@ class Ingestion:
                 rows.append(_row(chunk, window, text, vectors[offset]))
                 offset += 1
         for document_id, rows in rows_by_doc.items():
-            await self._write(vector_db, index, rows, Replace("document_id", [document_id]))
+            await self._write(db, rows, Replace("document_id", [document_id]), [document_id], fence)
             stats.documents += 1
         stats.chunks += len(all_chunks)
         stats.windows += offset
 
     # -- vector-io insert: ready-made chunks --------------------------------------------------
 
-    async def insert_chunks(
-        self, vector_db: VectorDBRecord, index: VectorIndex, embedder: Embedder | None, chunks: list[dict[str, Any]]
-    ) -> InsertStats:
+    async def insert_chunks(self, db: VectorDB, chunks: list[dict[str, Any]]) -> InsertStats:
         started = time.perf_counter()
         if not chunks:
             raise BadRequest("chunks must contain at least one chunk")
@@ -284,12 +338,10 @@ class Ingestion:
             raise PayloadTooLarge(
                 f"{len(chunks)} chunks in one request; the limit is {self._limits.max_chunks_per_request}"
             )
-        prepared = await asyncio.to_thread(self._prepare_chunks, vector_db, embedder, chunks)
+        prepared = await asyncio.to_thread(self._prepare_chunks, db, chunks)
         needs = [c for c in prepared if c.embedding is None]
         if needs:
-            if embedder is None:
-                raise BadRequest(f"vector DB {vector_db.identifier!r} has no embedding model to embed chunks with")
-            vectors = await asyncio.to_thread(embedder.embed, [w for c in needs for w in c.embedding_inputs()])
+            vectors = await asyncio.to_thread(db.embedder.embed, [w for c in needs for w in c.embedding_inputs()])
         rows: list[StoredRow] = []
         offset = 0
         for chunk in prepared:
@@ -301,7 +353,7 @@ class Ingestion:
                 offset += 1
         # The same chunk (document_id and content) inserted again replaces itself instead of doubling.
         replace = Replace("chunk_id", sorted({c.chunk_id for c in prepared}))
-        await self._write(vector_db, index, rows, replace)
+        await self._write(db, rows, replace, sorted({c.document_id for c in prepared}))
         return InsertStats(
             documents=len({c.document_id for c in prepared}),
             chunks=len(prepared),
@@ -309,9 +361,7 @@ class Ingestion:
             seconds=time.perf_counter() - started,
         )
 
-    def _prepare_chunks(
-        self, vector_db: VectorDBRecord, embedder: Embedder | None, chunks: list[dict[str, Any]]
-    ) -> list[PreparedChunk]:
+    def _prepare_chunks(self, db: VectorDB, chunks: list[dict[str, Any]]) -> list[PreparedChunk]:
         prepared = []
         for i, chunk in enumerate(chunks):
             text = content_as_text(chunk.get("content"), f"chunks[{i}].content")
@@ -321,7 +371,6 @@ class Ingestion:
             document_id = str(metadata.get("document_id") or (chunk.get("chunk_metadata") or {}).get("document_id") or "")
             if not document_id:
                 document_id = "chunk-" + hashlib.sha256(text.encode()).hexdigest()[:16]
-            check_document_id(document_id, f"chunks[{i}].metadata.document_id")
             stored = {"content": chunk.get("content"), "metadata": metadata}
             if len(json.dumps(stored).encode()) > MAX_CHUNK_JSON_BYTES:
                 raise PayloadTooLarge(
@@ -330,33 +379,26 @@ class Ingestion:
             chunk_id = hashlib.sha256(f"{document_id}\x00{text}".encode()).hexdigest()[:32]
             embedding = chunk.get("embedding")
             if embedding is not None:
-                vector = _check_embedding(embedding, vector_db.embedding_dimension, f"chunks[{i}].embedding")
+                vector = _check_embedding(embedding, db.record.embedding_dimension, f"chunks[{i}].embedding")
                 prepared.append(PreparedChunk(chunk_id, document_id, stored, [text], vector))
                 continue
-            if embedder is None:
-                raise BadRequest(f"chunks[{i}] has no embedding and the vector DB has no embedding model")
-            windows = embedding_windows(text, embedder.tokenizer, self._window_tokens(embedder, ""))
+            windows = embedding_windows(text, db.embedder.tokenizer, self._window_tokens(db.embedder, ""))
             prepared.append(PreparedChunk(chunk_id, document_id, stored, windows))
         return prepared
 
 
-def _markup(doc: dict[str, Any]) -> str | None:
+def _markup(doc: Document) -> str | None:
     """Markdown or reST, from the declared type or a name (file name, document id, URL path)."""
-    content = doc.get("content")
+    content = doc.content
     uri = content if isinstance(content, str) and not content.startswith("data:") else ""
     if isinstance(content, dict) and isinstance(content.get("uri"), str):
         uri = content["uri"]
-    names = [(doc.get("metadata") or {}).get("filename"), doc.get("document_id"), uri.split("?")[0]]
+    names = [(doc.metadata or {}).get("filename"), doc.document_id, uri.split("?")[0]]
     for name in names:
-        found = markup_of(doc.get("mime_type"), name if isinstance(name, str) else None)
+        found = markup_of(doc.mime_type, name if isinstance(name, str) else None)
         if found:
             return found
     return None
-
-
-def check_document_id(document_id: str, field: str) -> None:
-    if len(document_id.encode("utf-8")) > MAX_DOCUMENT_ID_BYTES:
-        raise BadRequest(f"{field} is longer than {MAX_DOCUMENT_ID_BYTES} bytes")
 
 
 def _row(chunk: PreparedChunk, window: int, text: str, vector: np.ndarray) -> StoredRow:

@@ -1,12 +1,18 @@
-"""Models: those declared in the run config plus those registered over the API (persisted)."""
+"""Models: those declared in the run config plus those registered over the API (persisted), each
+served by an inference provider that says it serves its kind ("embedding" or "llm")."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
+import numpy as np
+
 from ..config import ModelEntry
+from ..content.chunking import embed_whole
 from ..errors import BadRequest, StackError
+from ..providers.protocols import ChatModel, Embedder, ModelProvider
 from ..storage.registry import Registry, require
 from .records import ModelRecord
 
@@ -16,7 +22,7 @@ MODEL_TYPES = ("llm", "embedding")
 
 
 class ModelService:
-    def __init__(self, registry: Registry, inference_providers: dict[str, Any]):
+    def __init__(self, registry: Registry, inference_providers: dict[str, ModelProvider]):
         self._registry = registry
         self._providers = inference_providers
 
@@ -39,9 +45,8 @@ class ModelService:
             self._registry.put(NAMESPACE, record.identifier, record.model_dump())
 
     def _default_provider(self, model_type: str) -> str:
-        capability = "embedder" if model_type == "embedding" else "chat_model"
         for provider_id, provider in self._providers.items():
-            if hasattr(provider, capability):
+            if model_type in provider.serves:
                 return provider_id
         raise BadRequest(f"no inference provider here can serve {model_type} models")
 
@@ -77,10 +82,9 @@ class ModelService:
             metadata=metadata or {},
         )
         self._check(record)
+        self._provider_for(record)
         if model_type == "embedding":
             self.embedder_for(record)  # fails now, not at the first insert, if the provider cannot serve it
-        elif not hasattr(self._providers[provider_id], "chat_model"):
-            raise BadRequest(f"provider {provider_id!r} serves embedding models only")
         self._registry.put(NAMESPACE, record.identifier, record.model_dump())
         return record
 
@@ -95,35 +99,41 @@ class ModelService:
         self.get(model_id)
         self._registry.delete(NAMESPACE, model_id)
 
-    def embedder_for(self, record: ModelRecord) -> Any:
+    def _provider_for(self, record: ModelRecord) -> ModelProvider:
+        provider = self._providers.get(record.provider_id)
+        if provider is None or record.model_type not in provider.serves:
+            served = "serves no such models" if provider is not None else "is not running"
+            raise BadRequest(f"model {record.identifier!r} ({record.model_type}): provider {record.provider_id!r} "
+                             f"{served}")
+        return provider
+
+    def embedder_for(self, record: ModelRecord) -> Embedder:
         if record.model_type != "embedding":
             raise BadRequest(f"model {record.identifier!r} is not an embedding model (model_type {record.model_type})")
-        provider = self._providers.get(record.provider_id)
-        if provider is None or not hasattr(provider, "embedder"):
-            raise BadRequest(f"model {record.identifier!r}: provider {record.provider_id!r} cannot embed")
-        return provider.embedder(record.provider_resource_id)
+        return self._provider_for(record).embedder(record.provider_resource_id)
 
-    def embedder(self, model_id: str) -> Any:
+    def embedder(self, model_id: str) -> Embedder:
         return self.embedder_for(self.get(model_id))
 
-    def chat_model(self, model_id: str) -> Any:
+    def chat_model(self, model_id: str) -> ChatModel:
         record = self.get(model_id)
         if record.model_type != "llm":
             raise BadRequest(f"model {model_id!r} is an {record.model_type} model, not a chat model (llm)")
-        provider = self._providers.get(record.provider_id)
-        if provider is None or not hasattr(provider, "chat_model"):
-            raise BadRequest(f"model {model_id!r}: provider {record.provider_id!r} cannot chat")
-        return provider.chat_model(record.provider_resource_id)
+        return self._provider_for(record).chat_model(record.provider_resource_id)
 
-    def start_chat_models(self) -> None:
-        """Begin loading the local chat models in the background, so the first answer need not wait."""
+    async def embed(self, model_id: str, texts: list[str]) -> np.ndarray:
+        """One vector per text, however long: the mean of its embedding windows, re-normalised."""
+        return await asyncio.to_thread(embed_whole, self.embedder(model_id), texts)
+
+    def provider_key(self, model_id: str, provider_data: dict[str, Any]) -> str | None:
+        """The caller's own key for the provider of this model, from X-LlamaStack-Provider-Data."""
+        return self._provider_for(self.get(model_id)).key_from_provider_data(provider_data)
+
+    def start(self) -> None:
+        """At server start-up: load the embedding models now (the first insert or query need not wait)
+        and begin loading local chat models in the background."""
         for record in self.list():
-            provider = self._providers.get(record.provider_id)
-            if record.model_type == "llm" and hasattr(provider, "start"):
-                try:
-                    provider.start(record.provider_resource_id)
-                except StackError as exc:
-                    log.warning("chat model %s is not usable: %s", record.identifier, exc.message)
-
-    def provider(self, provider_id: str) -> Any:
-        return self._providers.get(provider_id)
+            try:
+                self._provider_for(record).start(record.provider_resource_id)
+            except StackError as exc:
+                log.warning("%s model %s is not usable: %s", record.model_type, record.identifier, exc.message)

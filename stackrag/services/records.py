@@ -31,6 +31,8 @@ class VectorDBRecord(BaseModel):
     embedding_model: str
     embedding_dimension: int
     collection: str
+    # Each registration's own: its collection name derives from it (empty for records made before).
+    generation: str = ""
     vector_db_name: str | None = None
     created_at: int = 0
     # Vector-store fields (the OpenAI-compatible view of the same record).

@@ -12,14 +12,16 @@ import time
 import uuid
 from typing import Any, AsyncIterator
 
+from ..content.text import content_as_text
 from ..errors import BadRequest, NotFound
+from ..providers.protocols import Hit
 from ..storage.registry import Registry, require
+from ..wire.openai import FileSearchTool, ResponseCreate
 from .agents import grounded_question
 from .inference import Completion, Delta, Sampling, generate
 from .models import ModelService
 from .retrieval import RAGResult
-from ..content.text import content_as_text
-from .vector_stores import VectorStoreService
+from .vector_stores import SearchResult, VectorStoreService
 
 RESPONSES = "responses"
 CONVERSATIONS = "conversations"
@@ -157,24 +159,17 @@ class ResponseService:
                     for i in self.items(conversation)]
         return []
 
-    def _file_search(self, tools: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    def _file_search(self, tools: list[FileSearchTool] | None) -> FileSearchTool | None:
         for tool in tools or []:
-            if tool.get("type") == "file_search":
-                ids = tool.get("vector_store_ids")
-                if not isinstance(ids, list) or not ids:
-                    raise BadRequest("the file_search tool needs vector_store_ids")
-                for store_id in ids:
-                    self._stores.get(store_id)
-                return tool
-            if tool.get("type") not in ("file_search",):
-                raise BadRequest(f"tool type {tool.get('type')!r} is not supported; use file_search")
+            for store_id in tool.vector_store_ids:
+                self._stores.get(store_id)
+            return tool
         return None
 
-    async def create(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def create(self, request: ResponseCreate, api_key: str | None) -> AsyncIterator[dict[str, Any]]:
         """Yield the stream's events; the last one is response.completed (or response.failed)."""
-        model_id = body.get("model")
-        if not isinstance(model_id, str):
-            raise BadRequest("model is required")
+        body = request.model_dump(mode="json", exclude_none=True)
+        model_id = request.model
         model = self._models.chat_model(model_id)
         new_items = input_messages(body.get("input"))
         if body.get("previous_response_id") and body.get("conversation"):
@@ -183,7 +178,7 @@ class ResponseService:
         if isinstance(conversation, dict):
             conversation = conversation.get("id")
         history = self._history(body.get("previous_response_id"), conversation)
-        file_search = self._file_search(body.get("tools"))
+        file_search = self._file_search(request.tools)
         include = body.get("include") or []
         sampling = Sampling(temperature=float(body.get("temperature") or 0.0), top_p=body.get("top_p"),
                             max_tokens=body.get("max_output_tokens"))
@@ -214,9 +209,8 @@ class ResponseService:
             results = await self._search(file_search, question)
             call["status"] = "completed"
             if "file_search_call.results" in include:
-                call["results"] = [{"file_id": r["file_id"], "filename": r["filename"], "score": r["score"],
-                                    "text": r["content"][0]["text"], "attributes": r["attributes"]}
-                                   for r in results]
+                call["results"] = [{"file_id": r.file_id, "filename": r.filename, "score": r.score,
+                                    "text": r.content[0]["text"], "attributes": r.attributes} for r in results]
             response["output"].append(call)
             yield seq.event("response.file_search_call.completed", output_index=index, item_id=call["id"])
             yield seq.event("response.output_item.done", output_index=index, item=call)
@@ -225,8 +219,8 @@ class ResponseService:
                 messages[-1] = {"role": "user", "content": await grounded_question(passages, question, model,
                                                                                    messages[:-1], sampling)}
                 for r in results[:PASSAGES]:
-                    if r["file_id"] not in [c["file_id"] for c in citations]:
-                        citations.append({"file_id": r["file_id"], "filename": r["filename"]})
+                    if r.file_id not in [c["file_id"] for c in citations]:
+                        citations.append({"file_id": r.file_id, "filename": r.filename})
 
         message = {"type": "message", "id": _id("msg"), "role": "assistant", "status": "in_progress", "content": []}
         index = len(response["output"])
@@ -235,7 +229,7 @@ class ResponseService:
         yield seq.event("response.content_part.added", output_index=index, item_id=message["id"], content_index=0,
                         part=dict(part))
         completion: Completion | None = None
-        async for item in generate(model, messages, sampling, api_key=body.get("_api_key")):
+        async for item in generate(model, messages, sampling, api_key=api_key):
             if isinstance(item, Delta):
                 yield seq.event("response.output_text.delta", output_index=index, item_id=message["id"],
                                 content_index=0, delta=item.text)
@@ -266,16 +260,13 @@ class ResponseService:
             self.add_items(conversation, new_items + [{"role": "assistant", "content": text}])
         yield seq.event("response.completed", response=response)
 
-    async def _search(self, tool: dict[str, Any], question: str) -> list[dict[str, Any]]:
-        limit = tool.get("max_num_results") or DEFAULT_RESULTS
-        if not isinstance(limit, int) or not 1 <= limit <= 50:
-            raise BadRequest("file_search.max_num_results must be from 1 to 50")
-        results: list[dict[str, Any]] = []
-        for store_id in tool["vector_store_ids"]:
-            page = await self._stores.search(store_id, question, tool.get("filters"), limit,
-                                             tool.get("ranking_options"), None)
-            results += page["data"]
-        return sorted(results, key=lambda r: r["score"], reverse=True)[:limit]
+    async def _search(self, tool: FileSearchTool, question: str) -> list[SearchResult]:
+        limit = tool.max_num_results or DEFAULT_RESULTS
+        results: list[SearchResult] = []
+        for store_id in tool.vector_store_ids:
+            page = await self._stores.search(store_id, question, tool.filters, limit, tool.ranking_options, None)
+            results += page.results
+        return sorted(results, key=lambda r: r.score, reverse=True)[:limit]
 
 
 def _output_text(response: dict[str, Any]) -> str:
@@ -283,12 +274,10 @@ def _output_text(response: dict[str, Any]) -> str:
                    for part in item["content"])
 
 
-def _as_rag_result(results: list[dict[str, Any]]) -> RAGResult:
-    """Search results in the shape grounded_question reads (the whole chunk as passage, the filename as title)."""
-    from ..providers.protocols import Hit
-
-    hits = [Hit(r["file_id"], r["file_id"], {"content": r["content"][0]["text"], "title": r["filename"]},
-                r["score"], r.get("_passage", "")) for r in results]
+def _as_rag_result(results: list[SearchResult]) -> RAGResult:
+    """Search results as grounded_question reads them (the best window as passage, the filename as title)."""
+    hits = [Hit(r.file_id, r.file_id, {"content": r.content[0]["text"], "title": r.filename}, r.score, r.passage)
+            for r in results]
     return RAGResult(content=None, metadata={}, hits=hits)
 
 

@@ -1,30 +1,31 @@
-"""The composition root: build providers from the run config and the services on top of them."""
+"""The composition root: build providers from the run config, then every service once, on top of them.
+
+`Stack` only holds what was built; `start` and `close` bring it up and down with the server.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..config import RunConfig
-from ..errors import BadRequest, StackError
-from ..providers.protocols import Embedder, VectorIndex
-from ..providers.registry import PROVIDERS, load_class, lookup
+from ..errors import BadRequest
+from ..providers.protocols import Provider
+from ..providers.registry import PROVIDERS, create, lookup
 from ..storage import Storage, open_storage
 from ..storage.registry import Registry
 from .agents import AgentService
-from ..content.chunking import embed_whole
+from .files import FileService
 from .ingestion import Ingestion
 from .models import ModelService
-from .records import VectorDBRecord
+from .rag import RAGService
 from .replica import Replica
-from .retrieval import RAGQueryConfig, RAGResult, Retrieval
-from .files import FileService
-from .vector_dbs import VectorDBService
 from .responses import ResponseService
+from .retrieval import Retrieval
+from .vector_dbs import VectorDBService
+from .vector_io import VectorIOService
 from .vector_stores import VectorStoreService
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class ProviderInfo:
     provider_id: str
     provider_type: str
     config: dict[str, Any]
-    instance: Any = None
+    instance: Provider | None = None
     note: str = ""
 
 
@@ -46,65 +47,76 @@ class ProviderInfo:
 class Stack:
     config: RunConfig
     registry: Registry
+    storage: Storage
+    replica: Replica
     models: ModelService
     vector_dbs: VectorDBService
     ingestion: Ingestion
     retrieval: Retrieval
+    rag: RAGService
+    vector_io: VectorIOService
     files: FileService
-    storage: Storage
-    replica: Replica
-    agents: AgentService = field(init=False)
-    vector_stores: VectorStoreService = field(init=False)
-    responses: ResponseService = field(init=False)
+    vector_stores: VectorStoreService
+    agents: AgentService
+    responses: ResponseService
     providers: list[ProviderInfo] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.agents = AgentService(self.registry, self.models, self.knowledge_search, self.retrieval.rag_config)
-        self.vector_stores = VectorStoreService(self.vector_dbs, self.files, self.ingestion, self.retrieval,
-                                                self.registry, self.models, self.replica)
-        # Writes of replicas that died are rolled back by the live ones, not only at a restart.
-        self.replica.sweep(lambda: self.ingestion.recover(self.vector_dbs.indexes, self.replica.alive))
-        self.responses = ResponseService(self.registry, self.models, self.vector_stores)
-
-    def target(self, vector_db_id: str) -> tuple[VectorDBRecord, VectorIndex, Embedder]:
-        """A vector DB with the index that stores it and the embedder that reads it."""
-        record = self.vector_dbs.get(vector_db_id)
-        return record, self.vector_dbs.index_of(record), self.models.embedder(record.embedding_model)
-
-    async def knowledge_search(self, vector_db_ids: list[str], query: Any, config: RAGQueryConfig) -> RAGResult:
-        targets = [self.target(vector_db_id) for vector_db_id in vector_db_ids]
-        return await self.retrieval.knowledge_search(targets, query, config)
-
-    async def embed_whole(self, embedder: Embedder, texts: list[str]) -> np.ndarray:
-        """One vector per text, however long: the mean of its embedding windows, re-normalised."""
-        return await asyncio.to_thread(embed_whole, embedder, texts)
-
-    def startup(self) -> None:
-        # Load embedding models now, so the first insert or query does not pay for it.
-        for model in self.models.list():
-            if model.model_type == "embedding":
-                try:
-                    self.models.embedder_for(model)
-                except StackError as exc:
-                    log.warning("embedding model %s is not usable: %s", model.identifier, exc.message)
-        self.models.start_chat_models()
-        self.vector_dbs.load_all()
-        self.ingestion.recover(self.vector_dbs.indexes, self.replica.alive)
-        self.vector_stores.requeue_unfinished()
-
-    def close(self) -> None:
-        for info in self.providers:
-            close = getattr(info.instance, "close", None)
-            if close is not None:
-                close()
-        self.storage.close()
 
 
 def build_stack(config: RunConfig) -> Stack:
     data_dir = config.resolved_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
+    providers, instances = _providers(config, data_dir)
+    storage = open_storage(config)
+    registry = storage.registry
+    replica = Replica(registry, storage.jobs, config.jobs)
+    models = ModelService(registry, instances["inference"])
+    models.declare(config.models)
+    vector_dbs = VectorDBService(registry, models, instances["vector_io"])
+    ingestion = Ingestion(config.fetch, config.ingestion, registry, replica.replica_id, vector_dbs.check_current)
+    retrieval = Retrieval(config.retrieval)
+    rag = RAGService(vector_dbs, ingestion, retrieval)
+    files = FileService(registry, storage.blobs, config.ingestion.max_document_bytes)
+    vector_stores = VectorStoreService(vector_dbs, files, ingestion, retrieval, registry, replica)
+    # Writes of replicas that died are rolled back by the live ones, not only at a restart.
+    replica.sweep(lambda: ingestion.recover(vector_dbs.indexes, replica.alive))
+    return Stack(
+        config=config,
+        registry=registry,
+        storage=storage,
+        replica=replica,
+        models=models,
+        vector_dbs=vector_dbs,
+        ingestion=ingestion,
+        retrieval=retrieval,
+        rag=rag,
+        vector_io=VectorIOService(vector_dbs, ingestion, retrieval),
+        files=files,
+        vector_stores=vector_stores,
+        agents=AgentService(registry, models, rag),
+        responses=ResponseService(registry, models, vector_stores),
+        providers=providers,
+    )
+
+
+def start(stack: Stack) -> None:
+    """At server start: load the models, make Milvus match the registry, finish what a killed
+    process left (unfinished writes, files still to ingest)."""
+    stack.models.start()
+    stack.vector_dbs.load_all()
+    stack.ingestion.recover(stack.vector_dbs.indexes, stack.replica.alive)
+    stack.vector_stores.requeue_unfinished()
+
+
+def close(stack: Stack) -> None:
+    for info in stack.providers:
+        if info.instance is not None:
+            info.instance.close()
+    stack.storage.close()
+
+
+def _providers(config: RunConfig, data_dir: Path) -> tuple[list[ProviderInfo], dict[str, dict[str, Provider]]]:
     providers: list[ProviderInfo] = []
-    instances: dict[str, dict[str, Any]] = {api: {} for api in SERVED_APIS}
+    instances: dict[str, dict[str, Provider]] = {api: {} for api in SERVED_APIS}
     for api, entries in config.providers.items():
         for entry in entries:
             info = ProviderInfo(api, entry.provider_id, entry.provider_type, dict(entry.config))
@@ -116,33 +128,11 @@ def build_stack(config: RunConfig) -> Stack:
                 continue
             if entry.provider_id in instances[api]:
                 raise BadRequest(f"providers.{api}: provider_id {entry.provider_id!r} appears twice")
-            info.instance = _instantiate(spec, entry.provider_id, entry.provider_type, entry.config, data_dir)
+            if spec.target is None:
+                continue  # served by the services themselves (the RAG runtime)
+            info.instance = create(spec, entry.provider_id, entry.config, data_dir)
             instances[api][entry.provider_id] = info.instance
-
-    storage = open_storage(config)
-    registry = storage.registry
-    replica = Replica(registry, storage.jobs, config.jobs)
-    models = ModelService(registry, instances["inference"])
-    models.declare(config.models)
-    vector_dbs = VectorDBService(registry, models, instances["vector_io"])
-    return Stack(
-        config=config,
-        registry=registry,
-        models=models,
-        vector_dbs=vector_dbs,
-        ingestion=Ingestion(config.fetch, config.ingestion, registry, replica.replica_id),
-        retrieval=Retrieval(config.retrieval),
-        files=FileService(registry, storage.blobs, config.ingestion.max_document_bytes),
-        storage=storage,
-        replica=replica,
-        providers=providers,
-    )
-
-
-def _instantiate(spec: Any, provider_id: str, provider_type: str, config: dict[str, Any], data_dir: Any) -> Any:
-    if not spec.target:
-        return object()  # served by the core itself (the RAG runtime)
-    return load_class(spec)(provider_id, provider_type, config, data_dir)
+    return providers, instances
 
 
 def _unsupported(api: str, provider_type: str) -> str:
@@ -150,3 +140,5 @@ def _unsupported(api: str, provider_type: str) -> str:
     if api not in SERVED_APIS:
         return f"the {api} API is not served by stackrag; this provider is ignored"
     return f"provider type not supported (supported for {api}: {', '.join(ours)}); ignored"
+
+

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import NotFound
+
 RAG_TOOLGROUP = "builtin::rag"
 RAG_PROVIDER = "rag-runtime"
 
@@ -22,10 +24,12 @@ class ToolSpec:
     toolgroup_id: str
     description: str
     parameters: tuple[ToolParam, ...] = field(default_factory=tuple)
+    # Whether running it changes stored data: a read-only key may not invoke it (api/access.py).
+    writes: bool = False
 
 
 RAG_TOOLS = (
-    ToolSpec("insert_into_memory", RAG_TOOLGROUP, "Insert documents into memory"),
+    ToolSpec("insert_into_memory", RAG_TOOLGROUP, "Insert documents into memory", writes=True),
     ToolSpec(
         "knowledge_search",
         RAG_TOOLGROUP,
@@ -35,3 +39,12 @@ RAG_TOOLS = (
 )
 
 TOOLGROUPS = {RAG_TOOLGROUP: RAG_TOOLS}
+
+
+def tool_named(name: str) -> ToolSpec:
+    for tools in TOOLGROUPS.values():
+        for spec in tools:
+            if spec.name == name:
+                return spec
+    known = ", ".join(t.name for tools in TOOLGROUPS.values() for t in tools)
+    raise NotFound(f"Tool {name!r} not found; this server runs {known}")

@@ -1,14 +1,23 @@
 """Vector DBs: registered by id (the caller's id is kept, as Llama Stack <= 0.2.20 did), persisted,
-and backed by one collection in one vector_io provider."""
+and backed by one collection in one vector_io provider; `open` gives the VectorDB handle (record,
+index, embedder) every other service works through.
+
+Each registration is a generation of its own with a collection of its own: deleting a vector DB and
+registering the same id again never hands the new one the old one's collection, so a write that
+started before the delete can only fail, never land in the new store. No two registrations share a
+collection.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+import uuid
+from dataclasses import dataclass
 
-from ..errors import BadRequest, StackError, Unavailable
-from ..providers.protocols import VectorIndex
+from ..errors import BadRequest, Conflict, StackError, Unavailable
+from ..providers.protocols import Embedder, VectorIndex
 from ..storage.registry import Registry, require
 from .models import ModelService
 from .records import VectorDBRecord
@@ -17,17 +26,23 @@ log = logging.getLogger(__name__)
 NAMESPACE = "vector_dbs"
 # Unregisters in progress: the record of a vector DB whose collection is being dropped.
 DROPS = "vector_db_drops"
-MAX_ID_LENGTH = 256
 
 
-def check_id(value: str, field: str) -> str:
-    if not value or not value.strip():
-        raise BadRequest(f"{field} must not be empty")
-    if len(value) > MAX_ID_LENGTH:
-        raise BadRequest(f"{field} is longer than {MAX_ID_LENGTH} characters")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise BadRequest(f"{field} must not contain control characters")
-    return value
+@dataclass(frozen=True)
+class VectorDB:
+    """A registered vector DB, opened: what stores it and what embeds for it."""
+
+    record: VectorDBRecord
+    index: VectorIndex
+    embedder: Embedder
+
+    @property
+    def id(self) -> str:
+        return self.record.identifier
+
+    @property
+    def collection(self) -> str:
+        return self.record.collection
 
 
 class VectorDBService:
@@ -45,7 +60,6 @@ class VectorDBService:
         provider_vector_db_id: str | None,
         vector_db_name: str | None = None,
     ) -> VectorDBRecord:
-        check_id(vector_db_id, "vector_db_id")
         if provider_id is None:
             if not self.indexes:
                 raise BadRequest("no vector_io provider is configured")
@@ -76,16 +90,21 @@ class VectorDBService:
                 )
             return record
         resource_id = provider_vector_db_id or vector_db_id
+        generation = uuid.uuid4().hex[:12]
         record = VectorDBRecord(
             identifier=vector_db_id,
             provider_id=provider_id,
             provider_resource_id=resource_id,
             embedding_model=embedding_model,
             embedding_dimension=dimension,
-            collection=index.name_for(resource_id),
+            collection=index.name_for(f"{resource_id}\x00{generation}"),
+            generation=generation,
             vector_db_name=vector_db_name,
             created_at=int(time.time()),
         )
+        owner = next((r for r in self.list() if (r.provider_id, r.collection) == (provider_id, record.collection)), None)
+        if owner is not None:  # cannot happen by the name's construction; refuse rather than share
+            raise BadRequest(f"collection {record.collection} already belongs to vector DB {owner.identifier!r}")
         # The record goes first: a process killed in between leaves a record whose collection start-up
         # creates, never a collection no record owns (which no one could reach or remove).
         self._registry.put(NAMESPACE, vector_db_id, record.model_dump())
@@ -103,6 +122,18 @@ class VectorDBService:
         return VectorDBRecord.model_validate(require(
             self._registry, NAMESPACE, vector_db_id,
             f"Vector DB {vector_db_id!r} not found; register it with POST /v1/vector-dbs"))
+
+    def open(self, vector_db_id: str) -> VectorDB:
+        """The vector DB with the index that stores it and the embedder that reads it."""
+        record = self.get(vector_db_id)
+        return VectorDB(record, self.index_of(record), self._models.embedder(record.embedding_model))
+
+    def check_current(self, db: VectorDB) -> None:
+        """Before a write commits: the vector DB it was opened as still exists, as the same generation."""
+        stored = self._registry.get(NAMESPACE, db.id)
+        if stored is None or stored.get("collection") != db.collection:
+            raise Conflict(f"vector DB {db.id!r} was deleted (or deleted and registered again) while this write "
+                           "ran; nothing was written")
 
     def save(self, record: VectorDBRecord) -> None:
         self._registry.put(NAMESPACE, record.identifier, record.model_dump())
@@ -172,7 +203,7 @@ class VectorDBService:
             record = VectorDBRecord.model_validate(entry)
             index = self.indexes.get(record.provider_id)
             try:
-                # Registered again since (same id, same collection name): the collection is in use now.
+                # Registered again since with the same collection (records made before generations).
                 if index is not None and (record.provider_id, record.collection) not in owned:
                     log.warning("vector DB %s: finishing its unregister (dropping %s)",
                                 record.identifier, record.collection)
@@ -180,3 +211,4 @@ class VectorDBService:
                 self._registry.delete(DROPS, record.identifier)
             except Unavailable as exc:
                 log.warning("vector DB %s: unregister not finished yet: %s", record.identifier, exc.message)
+

@@ -9,60 +9,74 @@ import asyncio
 import logging
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import DEFAULT_EMBEDDING_MODEL
-from ..errors import BadRequest, NotFound, StackError
+from ..content.documents import extract
+from ..content.text import content_as_text
+from ..errors import BadRequest, Conflict, NotFound, StackError
 from ..storage.jobs import Job
-from ..content.documents import extract_text
+from ..wire.llama_stack import RRFRanker, WeightedRanker
+from ..wire.openai import ChunkingStrategy, ComparisonFilter, Filter, RankingOptions, StaticChunkingStrategy
 from .files import FileService
-from .ingestion import Ingestion
+from .ingestion import Document, Fence, Ingestion
 from .records import VectorDBRecord
 from .replica import Lease, Replica
-from .retrieval import Retrieval, SearchParams, parse_ranker
-from ..content.text import content_as_text
+from .retrieval import Retrieval, SearchParams, ranker_dict
 from .vector_dbs import VectorDBService
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchResult:
+    file_id: str
+    filename: str
+    score: float
+    attributes: dict[str, Any]
+    content: list[dict[str, Any]]
+    # The best-matching window of the chunk: what a model is shown (responses' file_search).
+    passage: str = ""
+
+    def wire(self) -> dict[str, Any]:
+        return {"file_id": self.file_id, "filename": self.filename, "score": self.score,
+                "attributes": self.attributes, "content": self.content}
+
+
+@dataclass
+class SearchPage:
+    queries: list[str]
+    results: list[SearchResult] = field(default_factory=list)
+
+    def wire(self) -> dict[str, Any]:
+        return {"object": "vector_store.search_results.page", "search_query": self.queries,
+                "data": [r.wire() for r in self.results], "has_more": False, "next_page": None}
+
+
 FILES = "vector_store_files"
 BATCHES = "vector_store_file_batches"
 # "auto" chunking: the ingestion default of the classic API, a quarter overlap.
 AUTO_CHUNK = {"type": "static", "static": {"max_chunk_size_tokens": 512, "chunk_overlap_tokens": 128}}
-FILTER_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "nin")
 INGEST_FILE = "ingest_file"
 # A file whose ingestion was started this many times without finishing (each time its replica
 # died) is marked failed instead of taking the next replica down too.
 MAX_ATTEMPTS = 3
 
 
-def check_chunking(strategy: dict[str, Any] | None) -> dict[str, Any]:
-    if not strategy or strategy.get("type") == "auto":
+def chunking_of(strategy: ChunkingStrategy | None) -> dict[str, Any]:
+    """The strategy as stored with the file (and shown): auto is the static default."""
+    if not isinstance(strategy, StaticChunkingStrategy):
         return AUTO_CHUNK
-    if strategy.get("type") != "static":
-        raise BadRequest("chunking_strategy.type must be 'auto' or 'static'")
-    static = strategy.get("static") or {}
-    size, overlap = static.get("max_chunk_size_tokens"), static.get("chunk_overlap_tokens", 0)
-    if not isinstance(size, int) or not 100 <= size <= 4096:
-        raise BadRequest("chunking_strategy.static.max_chunk_size_tokens must be an integer from 100 to 4096")
-    if not isinstance(overlap, int) or not 0 <= overlap <= size // 2:
-        raise BadRequest("chunking_strategy.static.chunk_overlap_tokens must be from 0 to half the chunk size")
-    return {"type": "static", "static": {"max_chunk_size_tokens": size, "chunk_overlap_tokens": overlap}}
+    return {"type": "static", "static": strategy.static.model_dump()}
 
 
-def matches(attributes: dict[str, Any], flt: dict[str, Any]) -> bool:
+def matches(attributes: dict[str, Any], flt: Filter) -> bool:
     """OpenAI attribute filters: {type: eq|ne|gt|gte|lt|lte|in|nin, key, value} or {type: and|or, filters}."""
-    kind = flt.get("type")
-    if kind in ("and", "or"):
-        parts = flt.get("filters")
-        if not isinstance(parts, list) or not parts:
-            raise BadRequest(f"a compound '{kind}' filter needs a non-empty filters list")
-        results = [matches(attributes, f) for f in parts]
-        return all(results) if kind == "and" else any(results)
-    if kind not in FILTER_OPS:
-        raise BadRequest(f"filter type must be one of {', '.join(FILTER_OPS + ('and', 'or'))}, not {kind!r}")
-    key, value = flt.get("key"), flt.get("value")
-    if not isinstance(key, str):
-        raise BadRequest("a comparison filter needs a string key")
+    if not isinstance(flt, ComparisonFilter):
+        results = [matches(attributes, f) for f in flt.filters]
+        return all(results) if flt.type == "and" else any(results)
+    kind, key, value = flt.type, flt.key, flt.value
     if kind in ("in", "nin") and not isinstance(value, list):
         raise BadRequest(f"the '{kind}' filter needs a list value")
     if key not in attributes:
@@ -81,22 +95,20 @@ def matches(attributes: dict[str, Any], flt: dict[str, Any]) -> bool:
 
 class VectorStoreService:
     def __init__(self, vector_dbs: VectorDBService, files: FileService, ingestion: Ingestion,
-                 retrieval: Retrieval, registry: Any, models: Any, replica: Replica):
+                 retrieval: Retrieval, registry: Any, replica: Replica):
         self._dbs = vector_dbs
         self._files = files
         self._ingestion = ingestion
         self._retrieval = retrieval
         self._registry = registry
-        self._models = models
         self._replica = replica
         replica.handle(INGEST_FILE, self._ingest_job)
 
     # -- stores -------------------------------------------------------------------------------
 
-    async def create(self, name: str | None, file_ids: list[str], chunking: dict[str, Any] | None,
+    async def create(self, name: str | None, file_ids: list[str], chunking: ChunkingStrategy | None,
                      metadata: dict[str, Any] | None, embedding_model: str | None, provider_id: str | None) -> dict:
         store_id = f"vs_{uuid.uuid4()}"
-        chunking = check_chunking(chunking)
         for file_id in file_ids:
             self._files.get(file_id)
         record = await self._dbs.register(store_id, embedding_model or DEFAULT_EMBEDDING_MODEL, None, provider_id,
@@ -160,15 +172,14 @@ class VectorStoreService:
         return [f for f in self._registry.list(FILES) if f["vector_store_id"] == store_id]
 
     def attach(self, store_id: str, file_id: str, attributes: dict[str, Any] | None,
-               chunking: dict[str, Any] | None) -> dict[str, Any]:
+               chunking: ChunkingStrategy | None) -> dict[str, Any]:
         self._record(store_id)
         file = self._files.get(file_id)
-        check_attributes(attributes or {})
         entry = {
             "id": file_id, "object": "vector_store.file", "vector_store_id": store_id,
-            "attributes": {**(attributes or {})}, "chunking_strategy": check_chunking(chunking),
+            "attributes": {**(attributes or {})}, "chunking_strategy": chunking_of(chunking),
             "created_at": int(time.time()), "last_error": None, "status": "in_progress", "usage_bytes": 0,
-            "filename": file["filename"],
+            "filename": file["filename"], "attachment": uuid.uuid4().hex,
         }
         key = f"{store_id}/{file_id}"
         self._registry.put(FILES, key, entry)
@@ -194,35 +205,33 @@ class VectorStoreService:
         else:
             update = await self._ingest(job.key, entry)
         current = self._registry.get(FILES, job.key)
-        if current is None:
-            # Detached while being ingested: its rows landed after detach removed the old ones.
-            await self._drop_rows(entry["vector_store_id"], entry["id"])
-            return
+        if current is None or current.get("attachment") != entry.get("attachment"):
+            return  # detached, deleted or attached anew meanwhile: the fence kept this run's rows out
         if await lease.held():  # else another replica took the job over and writes the status
             self._registry.put(FILES, job.key, {**current, **update})
 
-    async def _drop_rows(self, store_id: str, file_id: str) -> None:
-        try:
-            record = self._dbs.get(store_id)
-            await asyncio.to_thread(self._dbs.index_of(record).delete_documents, record.collection, [file_id])
-        except NotFound:
-            pass  # the whole store is gone
-        except StackError as exc:
-            log.warning("could not remove the rows of detached file %s: %s", file_id, exc.message)
+    def _still_attached(self, key: str, attachment: str | None) -> Fence:
+        """The fence of one file's write: it commits only while this attachment stands."""
+        def fence() -> None:
+            current = self._registry.get(FILES, key)
+            if current is None or current.get("attachment") != attachment:
+                raise Conflict(f"file {key.split('/', 1)[1]} was detached or deleted while it was ingested; "
+                               "nothing was written")
+        return fence
 
     async def _ingest(self, key: str, entry: dict[str, Any]) -> dict[str, Any]:
         try:
-            record = self._dbs.get(entry["vector_store_id"])
+            db = self._dbs.open(entry["vector_store_id"])
             file = self._files.get(entry["id"])
             data = self._files.content(entry["id"])
-            text = await asyncio.to_thread(extract_text, data, _mime_for(file), None, file.get("content_type"))
+            text = await extract(data, _mime_for(file), None, file.get("content_type"), file["filename"],
+                                 self._ingestion.parse_timeout)
             static = entry["chunking_strategy"]["static"]
-            document = {"document_id": entry["id"], "content": {"type": "text", "text": text},
-                        "metadata": {**entry["attributes"], "filename": file["filename"]}}
-            index = self._dbs.index_of(record)
-            embedder = self._models.embedder(record.embedding_model)
-            await self._ingestion.insert_documents(record, index, embedder, [document],
-                                                   static["max_chunk_size_tokens"], static["chunk_overlap_tokens"])
+            document = Document(entry["id"], {"type": "text", "text": text},
+                                metadata={**entry["attributes"], "filename": file["filename"]})
+            await self._ingestion.insert_documents(db, [document], static["max_chunk_size_tokens"],
+                                                   static["chunk_overlap_tokens"],
+                                                   fence=self._still_attached(key, entry.get("attachment")))
             update = {"status": "completed", "usage_bytes": len(data), "last_error": None}
         except StackError as exc:
             update = {"status": "failed", "last_error": {"code": "invalid_file", "message": exc.message}}
@@ -244,28 +253,44 @@ class VectorStoreService:
 
     def update_file(self, store_id: str, file_id: str, attributes: dict[str, Any]) -> dict[str, Any]:
         entry = self.get_file(store_id, file_id)
-        check_attributes(attributes)
         entry["attributes"] = dict(attributes)
         self._registry.put(FILES, f"{store_id}/{file_id}", entry)
         return entry
 
     async def file_content(self, store_id: str, file_id: str) -> list[dict[str, Any]]:
         entry = self.get_file(store_id, file_id)
-        record = self._record(store_id)
-        chunks = await asyncio.to_thread(self._dbs.index_of(record).document_chunks, record.collection, entry["id"])
+        db = self._dbs.open(store_id)
+        chunks = await asyncio.to_thread(db.index.document_chunks, db.collection, entry["id"])
         return [{"type": "text", "text": content_as_text(c.get("content"), "content")} for c in chunks]
 
     async def detach(self, store_id: str, file_id: str) -> None:
         self.get_file(store_id, file_id)
-        record = self._record(store_id)
-        self._replica.cancel(f"{store_id}/{file_id}")
-        await asyncio.to_thread(self._dbs.index_of(record).delete_documents, record.collection, [file_id])
-        self._registry.delete(FILES, f"{store_id}/{file_id}")
+        await self._remove(store_id, file_id)
+
+    async def _remove(self, store_id: str, file_id: str) -> None:
+        """Detach: the entry goes first (a write under way fails its fence from then on), then its
+        job, then the rows already written."""
+        key = f"{store_id}/{file_id}"
+        self._registry.delete(FILES, key)
+        self._replica.cancel(key)
+        try:
+            db = self._dbs.open(store_id)
+        except NotFound:
+            return  # the whole store is gone
+        await asyncio.to_thread(db.index.delete_documents, db.collection, [file_id])
+
+    async def delete_file(self, file_id: str) -> None:
+        """DELETE /v1/files/{id}: the file leaves every store it is attached to (its ingestion stops,
+        its rows go), then its content."""
+        self._files.get(file_id)
+        for entry in [f for f in self._registry.list(FILES) if f["id"] == file_id]:
+            await self._remove(entry["vector_store_id"], file_id)
+        self._files.delete(file_id)
 
     # -- file batches -------------------------------------------------------------------------
 
     def create_batch(self, store_id: str, file_ids: list[str], attributes: dict[str, Any] | None,
-                     chunking: dict[str, Any] | None) -> dict[str, Any]:
+                     chunking: ChunkingStrategy | None) -> dict[str, Any]:
         for file_id in file_ids:
             self._files.get(file_id)
         for file_id in file_ids:
@@ -303,60 +328,37 @@ class VectorStoreService:
 
     # -- search -------------------------------------------------------------------------------
 
-    async def search(self, store_id: str, query: Any, filters: dict[str, Any] | None, max_num_results: int | None,
-                     ranking_options: dict[str, Any] | None, search_mode: str | None) -> dict[str, Any]:
-        record = self._record(store_id)
+    async def search(self, store_id: str, query: str | list[str], filters: Filter | None,
+                     max_num_results: int | None, ranking_options: RankingOptions | None,
+                     search_mode: str | None) -> SearchPage:
+        self._record(store_id)
+        db = self._dbs.open(store_id)
         queries = query if isinstance(query, list) else [query]
-        if not queries or not all(isinstance(q, str) and q.strip() for q in queries):
-            raise BadRequest("query must be a non-empty string or a list of them")
-        limit = 10 if max_num_results is None else max_num_results
-        if not 1 <= limit <= 50:
-            raise BadRequest("max_num_results must be between 1 and 50")
-        options = ranking_options or {}
-        threshold = options.get("score_threshold") or 0.0
-        ranker = options.get("ranker")
+        options = ranking_options or RankingOptions()
+        ranker = options.ranker if isinstance(options.ranker, (RRFRanker, WeightedRanker)) else None
         defaults = self._retrieval.settings
-        params = SearchParams(limit, float(threshold), search_mode or defaults.mode,
-                              parse_ranker(ranker if isinstance(ranker, dict) else None, defaults.ranker))
-        if params.mode not in ("vector", "keyword", "hybrid"):
-            raise BadRequest("search_mode must be vector, keyword or hybrid")
+        params = SearchParams(10 if max_num_results is None else max_num_results, options.score_threshold or 0.0,
+                              search_mode or defaults.mode, ranker_dict(ranker, defaults.ranker))
         entries = {f["id"]: f for f in self._store_files(store_id)}
         allowed = None
-        if filters:
+        if filters is not None:
             allowed = [fid for fid, f in entries.items() if matches(f["attributes"], filters)]
-        index = self._dbs.index_of(record)
-        embedder = self._models.embedder(record.embedding_model)
-        hits = await self._retrieval.search(record, index, embedder, " ".join(queries), params, allowed)
-        data = []
+        hits = await self._retrieval.search(db, " ".join(queries), params, allowed)
+        results = []
         for hit in hits:
             entry = entries.get(hit.document_id)
             metadata = hit.chunk.get("metadata") or {}
-            data.append({
-                "file_id": hit.document_id,
-                "filename": (entry or {}).get("filename") or metadata.get("filename") or hit.document_id,
-                "score": hit.score,
-                "attributes": (entry or {}).get("attributes", {k: v for k, v in metadata.items()
-                                                               if k not in ("token_count", "metadata_token_count")}),
-                "content": [{"type": "text", "text": content_as_text(hit.chunk.get("content"), "content")}],
-                # For callers inside the server (the best-matching window); routes drop "_" keys.
-                "_passage": hit.window_text,
-            })
-        record.last_active_at = int(time.time())
-        self._dbs.save(record)
-        return {"object": "vector_store.search_results.page", "search_query": queries, "data": data,
-                "has_more": False, "next_page": None}
-
-
-def check_attributes(attributes: dict[str, Any]) -> None:
-    if len(attributes) > 16:
-        raise BadRequest("attributes may hold at most 16 keys")
-    for key, value in attributes.items():
-        if len(key) > 64:
-            raise BadRequest(f"attribute key {key[:20]!r}... is longer than 64 characters")
-        if not isinstance(value, (str, int, float, bool)):
-            raise BadRequest(f"attribute {key!r} must be a string, number or boolean")
-        if isinstance(value, str) and len(value) > 512:
-            raise BadRequest(f"attribute {key!r} is longer than 512 characters")
+            results.append(SearchResult(
+                file_id=hit.document_id,
+                filename=(entry or {}).get("filename") or metadata.get("filename") or hit.document_id,
+                score=hit.score,
+                attributes=(entry or {}).get("attributes", {k: v for k, v in metadata.items()
+                                                              if k not in ("token_count", "metadata_token_count")}),
+                content=[{"type": "text", "text": content_as_text(hit.chunk.get("content"), "content")}],
+                passage=hit.window_text,
+            ))
+        self._dbs.save(db.record.model_copy(update={"last_active_at": int(time.time())}))
+        return SearchPage(queries, results)
 
 
 def _mime_for(file: dict[str, Any]) -> str | None:

@@ -86,6 +86,8 @@ class _LiteUnimplemented(logging.Filter):
 
 
 class MilvusIndex:
+    serves = frozenset({"vectors"})
+
     def __init__(self, provider_id: str, provider_type: str, config: dict[str, Any], data_dir: Path):
         self.provider_id = provider_id
         self.provider_type = provider_type
