@@ -320,6 +320,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for variant in variants:
             result["variants"][variant.name] = run_variant(variant, devsets, args.modes, Path(tmp))
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(result, indent=2) + "\n")  # kept if a later variant fails
     write_result(result, args.out)
     print(markdown_tables(result))
 
