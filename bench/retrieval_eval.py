@@ -283,7 +283,7 @@ def markdown_tables(result: dict) -> str:
         mv = v["mean"]
         o, md, ag = mv["overall"], mv["multi_doc"], mv["agent"]
         lines.append(
-            f"| **{name}** | **mean of {len(mv['sets'])}** | | {fmt(mv['ingest_chunks_per_s'])} | {fmt(o['recall@1'])} "
+            f"| **{name}** | **mean of {len(mv['sets'])}** | | {mv['ingest_chunks_per_s']:.1f} | {fmt(o['recall@1'])} "
             f"| **{fmt(o['recall@5'])}** | **{fmt(o['mrr@10'])}** | {fmt(o['ndcg@10'])} "
             f"| {fmt(md['all@5'])} / {fmt(md['any@5'])} | {fmt(ag['recall@5chunks'])} "
             f"| {ag['answerable_declined']} (sum) | {fmt(ag['unanswerable_declined_share'])} (share) |")
