@@ -43,7 +43,7 @@ from common import ROOT, header, running_server, write_result
 sys.path.insert(0, str(ROOT))
 
 from stackrag.config import RetrievalSettings, load_config  # noqa: E402
-from stackrag.eval import Question, Scored, ask, ingest, score, summarise, unique_in_order  # noqa: E402
+from stackrag.eval import Question, Scored, ask, ingest, score, summarise  # noqa: E402
 
 MODES = {
     "vector": {"mode": "vector"},
@@ -259,8 +259,8 @@ def fmt(x: float | None) -> str:
 
 def markdown_tables(result: dict) -> str:
     """Every set side by side and the mean, per variant: the tables in docs/retrieval.md."""
-    lines = ["| variant | set | docs / chunks | chunks/s | R@1 | R@5 | MRR@10 | nDCG@10 | multi-doc all@5 / any@5 "
-             "| agent R@5 chunks | answerable declined | unanswerable declined |",
+    lines = [("| variant | set | docs / chunks | chunks/s | R@1 | R@5 | MRR@10 | nDCG@10 | multi-doc all@5 / any@5 "
+              "| agent R@5 chunks | answerable declined | unanswerable declined |"),
              "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
     kinds = ["| variant | set | " + " | ".join(f"{k} R@5 / MRR" for k in ("lexical", "paraphrase", "multi-doc"))
              + " | best cosine: answerable min / unanswerable max |",
