@@ -27,7 +27,7 @@ class ErrorBody(BaseModel):
 
 def openai_error(message: str, status: int) -> dict[str, Any]:
     kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-            404: "not_found_error", 413: "invalid_request_error"}.get(status, "server_error")
+            404: "not_found_error", 409: "conflict_error", 413: "invalid_request_error"}.get(status, "server_error")
     return {"message": message, "type": kind, "param": None, "code": status}
 
 
