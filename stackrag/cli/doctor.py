@@ -6,7 +6,6 @@ server's) and asks it one question."""
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import os
 import tempfile
 import threading
@@ -253,16 +252,25 @@ def check_milvus(config: RunConfig) -> list[Check]:
 
 
 def _check_lite(config: RunConfig, name: str, settings: dict[str, Any]) -> Check:
-    # Opening the store would fail beside a running server (one process per Lite store): the
-    # folder being writable and Milvus Lite installed is what `run` needs.
-    if importlib.util.find_spec("milvus_lite") is None:
-        return Check(name, False, "Milvus Lite is not installed", 'pip install "pymilvus[milvus-lite]"')
+    # Starting the engine would fail beside a running server (one process per db_path): its files
+    # (located and checked by sha256) and a writable folder are what `run` needs.
+    from ..providers.vector_io.milvus_engine import EngineError, engine_dir, install_hint, locate_engine
+    from ..providers.vector_io.milvus_migration import backup_path
+
+    try:
+        engine = locate_engine()
+    except EngineError as exc:
+        return Check(name, False, exc.message, install_hint(engine_dir()))
     path = config.resolve_path(str(settings.get("db_path") or "milvus.db"))
     problem = writable(path.parent)
     if problem:
         return Check(name, False, problem, "point config.db_path (or MILVUS_DB_PATH) at a writable place")
-    state = "exists" if path.exists() else "made on first start"
-    return Check(name, True, f"Milvus Lite store {path} ({state}), folder writable")
+    if path.is_dir():
+        state = f"a Milvus Lite 3 store: copied into the engine at the next start, kept as {backup_path(path)}"
+    else:
+        state = "exists" if path.exists() else "made on first start"
+    return Check(name, True, f"embedded Milvus engine {engine.version} ({engine.executable.parent}, sha256 "
+                             f"checked); store {path} ({state}), folder writable")
 
 
 def _check_remote(config: RunConfig, name: str, provider_id: str, settings: dict[str, Any]) -> Check:

@@ -58,5 +58,14 @@ def run(config_path: str | None, host: str | None, port: int | None, data_dir: s
         from .demo import demo_seeder
 
         on_ready = demo_seeder(demo_docs)
-    app = create_app(config, on_ready=on_ready)
+    from ..core.stack import build_stack
+    from ..errors import StackError
+
+    try:
+        # Built here, not in the app's start-up, so that a store that cannot open (a db_path another
+        # server holds, a missing engine) ends `run` with its message instead of a traceback.
+        stack = build_stack(config)
+    except StackError as exc:
+        raise click.ClickException(exc.message) from exc
+    app = create_app(config, stack=stack, on_ready=on_ready)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

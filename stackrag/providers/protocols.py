@@ -99,6 +99,9 @@ class IndexCapabilities:
     keyword: bool
     hybrid: bool
     note: str = ""
+    # The dense index type (of the collection, else of new collections): HNSW on a Milvus server, one
+    # the embedded engine allows (AUTOINDEX) there.
+    dense_index: str = ""
 
 
 class VectorIndex(Provider, Protocol):
