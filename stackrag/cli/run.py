@@ -58,7 +58,7 @@ def run(config_path: str | None, host: str | None, port: int | None, data_dir: s
         from .demo import demo_seeder
 
         on_ready = demo_seeder(demo_docs)
-    from ..core.stack import build_stack
+    from ..services.stack import build_stack
     from ..errors import StackError
 
     try:

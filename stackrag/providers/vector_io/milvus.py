@@ -581,9 +581,19 @@ class MilvusIndex:
         if mode == "vector":
             return [(item["entity"], float(item["distance"]), float(item["distance"])) for item in dense]
         # In a hybrid search the BM25 leg brings the vectors too, for the cosine of rows only it found.
-        sparse = client.search(name, data=[request.text], anns_field="sparse", limit=limit, filter=expr,
-                               output_fields=fields if mode == "keyword" else [*fields, "vector"],
-                               search_params={"metric_type": "BM25"})[0]
+        from pymilvus import MilvusException
+
+        try:
+            with _probing():
+                sparse = client.search(name, data=[request.text], anns_field="sparse", limit=limit, filter=expr,
+                                       output_fields=fields if mode == "keyword" else [*fields, "vector"],
+                                       search_params={"metric_type": "BM25"})[0]
+        except MilvusException as exc:
+            # The C++ engine's BM25 divides by the mean document length, which a collection without
+            # rows (new, or emptied by deletes) does not have: it refuses with "NaN or Inf".
+            if "NaN or Inf" not in str(exc):
+                raise
+            sparse = []
         # (Milvus Lite 3 reports BM25 scores negated.)
         if mode == "keyword":
             return [(item["entity"], abs(float(item["distance"])), None) for item in sparse]
