@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import Request
 
 from ..errors import Forbidden
+from ..services import tenancy
 
 ACCESS_KEY = "x-stackrag-access"
 READ: dict[str, Any] = {ACCESS_KEY: "read"}
@@ -40,7 +41,9 @@ def _refuse(request: Request, what: str) -> Forbidden:
 
 
 async def enforce(request: Request) -> None:
-    """An app-wide dependency: runs once the route is known, before its body is read."""
+    """An app-wide dependency: runs once the route is known, before its body is read. It also makes
+    the key's scope (if any) the tenant of everything the request does (services/tenancy.py)."""
+    tenancy.enter(request.scope.get("state", {}).get("tenant"))
     if key_access(request) != READ_ONLY:
         return
     route = request.scope.get("route")

@@ -55,6 +55,7 @@ def create_app(config: RunConfig, stack: Stack | None = None, on_ready: OnReady 
         if getattr(app.state, "stack", None) is None:
             app.state.stack = await asyncio.to_thread(build_stack, config)
         await asyncio.to_thread(services.start, app.state.stack)
+        _announce_keys(config, app.state.stack)
         await app.state.stack.replica.start()
         log.info("stackrag ready (data dir %s)", config.resolved_data_dir())
         task = asyncio.create_task(on_ready(app.state.stack)) if on_ready is not None else None
@@ -89,16 +90,22 @@ def create_app(config: RunConfig, stack: Stack | None = None, on_ready: OnReady 
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_REQUEST_BYTES)
+    # Added last, so it runs first: a request without a valid key is refused before anything else.
+    app.add_middleware(ApiKeyAuth)
+    return app
+
+
+def _announce_keys(config: RunConfig, stack: Stack) -> None:
     keys = config.server.active_keys()
-    if keys:
-        # Added last, so it runs first: a request without a valid key is refused before anything else.
-        app.add_middleware(ApiKeyAuth, keys=keys)
-        log.info("API keys required (%d read-write, %d read-only)", sum(k.access == "read_write" for k in keys),
-                 sum(k.access == "read_only" for k in keys))
+    stored = [k for k in stack.keys.list() if not k.get("revoked_at")]
+    if keys or stored:
+        log.info("API keys required (%d read-write, %d read-only from the config; %d in the registry, %d scoped)",
+                 sum(k.access == "read_write" for k in keys), sum(k.access == "read_only" for k in keys),
+                 len(stored), sum(k.get("vector_dbs") is not None for k in stored))
     else:
         log.warning("AUTHENTICATION IS OFF: anyone who can reach this server can read and change the knowledge "
-                    "base. Set STACKRAG_API_KEY (or server.api_keys in the config) to require API keys.")
-    return app
+                    "base. Set STACKRAG_API_KEY (or server.api_keys in the config), or make keys with "
+                    "`stackrag keys create`, to require API keys.")
 
 
 async def _stack_error(request: Request, exc: Exception) -> JSONResponse:

@@ -1,21 +1,22 @@
 """API keys: `Authorization: Bearer <key>` on every route but /v1/health and the playground page,
 read-only or read-write.
 
-This middleware authenticates (401) and records the key's access in the request's state; what a
-read-only key may do is decided per operation once the route is known (access.py). Keys are kept
-as sha256 digests and never logged or echoed.
+This middleware authenticates (401) and records the key's access and scope in the request's state;
+what a read-only key may do is decided per operation once the route is known (access.py), what a
+scoped key may see by the services (services/tenancy.py). Keys come from the run config and the
+environment, and from the registry (`stackrag keys`: services/keys.py); without any key at all
+authentication is off. Keys are kept as sha256 digests and never logged or echoed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 import socket
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..config import ApiKey
+from ..services.keys import KeyService
 from .errors import error_response
 
 log = logging.getLogger(__name__)
@@ -38,18 +39,16 @@ def is_loopback(host: str) -> bool:
             return False
 
 
-def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
-
-
 class ApiKeyAuth:
-    def __init__(self, app: ASGIApp, keys: list[ApiKey]):
+    def __init__(self, app: ASGIApp):
         self.app = app
-        # A dict lookup on digests compares no secret byte by byte, so timing tells nothing useful.
-        self._access = {_digest(k.key.get_secret_value()): k.access for k in keys if k.key is not None}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["path"].startswith(OPEN_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        keys: KeyService = scope["app"].state.stack.keys
+        if not keys.active():
             await self.app(scope, receive, send)
             return
         token = _bearer(scope)
@@ -57,11 +56,12 @@ class ApiKeyAuth:
             await _refuse(scope, receive, send, 401, "this server needs an API key: send the header "
                           "`Authorization: Bearer <key>` (api_key= in the llama-stack and openai clients)")
             return
-        access = self._access.get(_digest(token))
-        if access is None:
+        key = keys.resolve(token)
+        if key is None:
             await _refuse(scope, receive, send, 401, "the API key is not valid for this server")
             return
-        scope.setdefault("state", {})["key_access"] = access
+        state = scope.setdefault("state", {})
+        state["key_access"], state["tenant"] = key.access, key.tenant
         await self.app(scope, receive, send)
 
 

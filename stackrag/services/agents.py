@@ -19,7 +19,8 @@ from pydantic import ValidationError
 
 from ..content.text import content_as_text
 from ..errors import BadRequest, NotFound, bad_request_from
-from ..storage.registry import Registry, require
+from ..storage.registry import Registry
+from . import tenancy
 from ..wire.llama_stack import RAGQueryConfig as RAGQueryConfigIn
 from ..wire.llama_stack import RAGToolArgs, SamplingParams
 from .inference import DEFAULT_ANSWER_TOKENS, Completion, Delta, Sampling, generate
@@ -118,21 +119,23 @@ class AgentService:
         if not isinstance(model, str) or not model:
             raise BadRequest("agent_config.model is required")
         self._models.chat_model(model)  # an unknown or non-chat model fails now, not at the first turn
-        rag_tool_of(config.get("toolgroups") or [], self._retrieval_mode)
+        rag = rag_tool_of(config.get("toolgroups") or [], self._retrieval_mode)
         if config.get("client_tools"):
             raise BadRequest("client_tools are not supported yet; use builtin::rag")
         if config.get("input_shields") or config.get("output_shields"):
             raise BadRequest("shields are not supported by stackrag; leave input_shields/output_shields empty")
+        if tenancy.current() is not None and rag is not None:
+            self._rag.check_visible(rag.vector_db_ids)  # a scoped key's agent reads only its own stores
         agent_id = str(uuid.uuid4())
         record = {"agent_id": agent_id, "agent_config": config, "created_at": now()}
-        self._registry.put(AGENTS, agent_id, record)
+        self._registry.put(AGENTS, agent_id, tenancy.stamp(record))
         return agent_id
 
     def get_agent(self, agent_id: str) -> dict[str, Any]:
-        return require(self._registry, AGENTS, agent_id, f"Agent {agent_id!r} not found")
+        return tenancy.own(self._registry.get(AGENTS, agent_id), f"Agent {agent_id!r} not found")
 
     def list_agents(self) -> list[dict[str, Any]]:
-        return self._registry.list(AGENTS)
+        return [tenancy.without_owner(a) for a in self._registry.list(AGENTS) if tenancy.sees(a)]
 
     def delete_agent(self, agent_id: str) -> None:
         self.get_agent(agent_id)

@@ -8,7 +8,8 @@ from typing import Any
 
 from ..errors import BadRequest, NotFound, PayloadTooLarge
 from ..storage.blobs import Blobs
-from ..storage.registry import Registry, require
+from ..storage.registry import Registry
+from . import tenancy
 
 NAMESPACE = "files"
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
@@ -34,11 +35,11 @@ class FileService:
             "content_type": content_type,
         }
         self._blobs.put(file_id, data)
-        self._registry.put(NAMESPACE, file_id, record)
+        self._registry.put(NAMESPACE, file_id, tenancy.stamp(record))
         return record
 
     def get(self, file_id: str) -> dict[str, Any]:
-        return require(self._registry, NAMESPACE, file_id, f"File {file_id!r} not found")
+        return tenancy.own(self._registry.get(NAMESPACE, file_id), f"File {file_id!r} not found")
 
     def content(self, file_id: str) -> bytes:
         self.get(file_id)
@@ -48,7 +49,7 @@ class FileService:
             raise NotFound(f"the content of file {file_id!r} is missing") from exc
 
     def list(self, purpose: str | None = None) -> list[dict[str, Any]]:
-        files = self._registry.list(NAMESPACE)
+        files = [tenancy.without_owner(f) for f in self._registry.list(NAMESPACE) if tenancy.sees(f)]
         return [f for f in files if purpose is None or f["purpose"] == purpose]
 
     def delete(self, file_id: str) -> None:

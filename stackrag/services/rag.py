@@ -34,6 +34,11 @@ class RAGService:
         dbs = [self._dbs.open(vector_db_id) for vector_db_id in vector_db_ids]
         return await self._retrieval.knowledge_search(dbs, content, config)
 
+    def check_visible(self, vector_db_ids: list[str]) -> None:
+        """404 for a vector DB the caller cannot see (unknown, or another key's)."""
+        for vector_db_id in vector_db_ids:
+            self._dbs.get(vector_db_id)
+
     def config(self, config: RAGQueryConfigIn | None) -> RAGQueryConfig:
         return self._retrieval.rag_config(config)
 

@@ -15,7 +15,8 @@ from typing import Any, AsyncIterator
 from ..content.text import content_as_text
 from ..errors import BadRequest, NotFound
 from ..providers.protocols import Hit
-from ..storage.registry import Registry, require
+from ..storage.registry import Registry
+from . import tenancy
 from ..wire.openai import FileSearchTool, ResponseCreate
 from .agents import grounded_question
 from .inference import Completion, Delta, Sampling, generate
@@ -80,19 +81,21 @@ class ResponseService:
     def create_conversation(self, metadata: dict[str, Any] | None, items: list[dict[str, Any]] | None) -> dict:
         conversation = {"id": _id("conv"), "object": "conversation", "created_at": int(time.time()),
                         "metadata": dict(metadata or {})}
-        self._registry.put(CONVERSATIONS, conversation["id"], conversation)
+        self._registry.put(CONVERSATIONS, conversation["id"], tenancy.stamp(conversation))
         if items:
             self.add_items(conversation["id"], items)
         return conversation
 
     def get_conversation(self, conversation_id: str) -> dict[str, Any]:
-        return require(self._registry, CONVERSATIONS, conversation_id, f"Conversation {conversation_id!r} not found")
+        return tenancy.own(self._registry.get(CONVERSATIONS, conversation_id),
+                           f"Conversation {conversation_id!r} not found")
 
     def update_conversation(self, conversation_id: str, metadata: dict[str, Any]) -> dict[str, Any]:
-        conversation = self.get_conversation(conversation_id)
-        conversation["metadata"] = dict(metadata)
-        self._registry.put(CONVERSATIONS, conversation_id, conversation)
-        return conversation
+        self.get_conversation(conversation_id)
+        stored = self._registry.get(CONVERSATIONS, conversation_id)  # with its owner
+        stored["metadata"] = dict(metadata)
+        self._registry.put(CONVERSATIONS, conversation_id, stored)
+        return tenancy.without_owner(stored)
 
     def delete_conversation(self, conversation_id: str) -> None:
         self.get_conversation(conversation_id)
@@ -132,7 +135,7 @@ class ResponseService:
     # -- responses ----------------------------------------------------------------------------
 
     def get(self, response_id: str) -> dict[str, Any]:
-        return require(self._registry, RESPONSES, response_id, f"Response {response_id!r} not found")["response"]
+        return tenancy.own(self._registry.get(RESPONSES, response_id), f"Response {response_id!r} not found")["response"]
 
     def input_items(self, response_id: str) -> list[dict[str, Any]]:
         self.get(response_id)
@@ -148,7 +151,7 @@ class ResponseService:
             current: str | None = previous_response_id
             while current:
                 stored = self._registry.get(RESPONSES, current)
-                if stored is None:
+                if not tenancy.sees(stored):
                     raise NotFound(f"previous_response_id {current!r} not found")
                 answer = _output_text(stored["response"])
                 chain = stored["input"] + [{"type": "message", "role": "assistant", "content": answer}] + chain
@@ -255,7 +258,7 @@ class ResponseService:
         if response["status"] == "incomplete":
             response["incomplete_details"] = {"reason": "max_output_tokens"}
         if response["store"]:
-            self._registry.put(RESPONSES, response["id"], {"response": response, "input": new_items})
+            self._registry.put(RESPONSES, response["id"], tenancy.stamp({"response": response, "input": new_items}))
         if conversation:
             self.add_items(conversation, new_items + [{"role": "assistant", "content": text}])
         yield seq.event("response.completed", response=response)

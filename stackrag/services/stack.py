@@ -19,6 +19,7 @@ from ..storage.registry import Registry
 from .agents import AgentService
 from .files import FileService
 from .ingestion import Ingestion
+from .keys import KeyService, config_keys
 from .models import ModelService
 from .rag import RAGService
 from .replica import Replica
@@ -59,6 +60,7 @@ class Stack:
     vector_stores: VectorStoreService
     agents: AgentService
     responses: ResponseService
+    keys: KeyService
     providers: list[ProviderInfo] = field(default_factory=list)
 
 
@@ -71,7 +73,8 @@ def build_stack(config: RunConfig) -> Stack:
     replica = Replica(registry, storage.jobs, config.jobs)
     models = ModelService(registry, instances["inference"])
     models.declare(config.models)
-    vector_dbs = VectorDBService(registry, models, instances["vector_io"])
+    keys = KeyService(registry, config_keys(config.server.active_keys()))
+    vector_dbs = VectorDBService(registry, models, instances["vector_io"], keys)
     ingestion = Ingestion(config.fetch, config.ingestion, registry, replica.replica_id, vector_dbs.check_current)
     retrieval = Retrieval(config.retrieval)
     rag = RAGService(vector_dbs, ingestion, retrieval)
@@ -94,6 +97,7 @@ def build_stack(config: RunConfig) -> Stack:
         vector_stores=vector_stores,
         agents=AgentService(registry, models, rag),
         responses=ResponseService(registry, models, vector_stores),
+        keys=keys,
         providers=providers,
     )
 

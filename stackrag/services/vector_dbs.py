@@ -16,9 +16,11 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from ..errors import BadRequest, Conflict, StackError, Unavailable
+from ..errors import BadRequest, Conflict, NotFound, StackError, Unavailable
 from ..providers.protocols import Embedder, VectorIndex
-from ..storage.registry import Registry, require
+from ..storage.registry import Registry
+from . import tenancy
+from .keys import KeyService
 from .models import ModelService
 from .records import VectorDBRecord
 
@@ -46,10 +48,12 @@ class VectorDB:
 
 
 class VectorDBService:
-    def __init__(self, registry: Registry, models: ModelService, indexes: dict[str, VectorIndex]):
+    def __init__(self, registry: Registry, models: ModelService, indexes: dict[str, VectorIndex],
+                 keys: KeyService | None = None):
         self._registry = registry
         self._models = models
         self.indexes = indexes
+        self._keys = keys
 
     async def register(
         self,
@@ -81,6 +85,9 @@ class VectorDBService:
                 vector_db_id, embedding_dimension, embedding_model, dimension,
             )
         existing = self._registry.get(NAMESPACE, vector_db_id)
+        if existing is not None and not tenancy.sees_vector_db(vector_db_id):
+            # Another key's: say the id is taken, and nothing about what it holds.
+            raise Conflict(f"vector_db_id {vector_db_id!r} is taken; choose another")
         if existing is not None:
             record = VectorDBRecord.model_validate(existing)
             if record.embedding_model != embedding_model or record.provider_id != provider_id:
@@ -102,7 +109,7 @@ class VectorDBService:
             vector_db_name=vector_db_name,
             created_at=int(time.time()),
         )
-        owner = next((r for r in self.list() if (r.provider_id, r.collection) == (provider_id, record.collection)), None)
+        owner = next((r for r in self._all() if (r.provider_id, r.collection) == (provider_id, record.collection)), None)
         if owner is not None:  # cannot happen by the name's construction; refuse rather than share
             raise BadRequest(f"collection {record.collection} already belongs to vector DB {owner.identifier!r}")
         # The record goes first: a process killed in between leaves a record whose collection start-up
@@ -113,15 +120,24 @@ class VectorDBService:
         except BaseException:
             self._registry.delete(NAMESPACE, vector_db_id)
             raise
+        tenant = tenancy.current()
+        if tenant is not None and self._keys is not None:
+            await asyncio.to_thread(self._keys.grant, tenant.key_id, vector_db_id)
+            tenancy.extend(vector_db_id)
         return record
 
-    def list(self) -> list[VectorDBRecord]:
+    def _all(self) -> list[VectorDBRecord]:
         return [VectorDBRecord.model_validate(v) for v in self._registry.list(NAMESPACE)]
 
+    def list(self) -> list[VectorDBRecord]:
+        """The vector DBs the caller may see (a scoped key: its own)."""
+        return [r for r in self._all() if tenancy.sees_vector_db(r.identifier)]
+
     def get(self, vector_db_id: str) -> VectorDBRecord:
-        return VectorDBRecord.model_validate(require(
-            self._registry, NAMESPACE, vector_db_id,
-            f"Vector DB {vector_db_id!r} not found; register it with POST /v1/vector-dbs"))
+        stored = self._registry.get(NAMESPACE, vector_db_id) if tenancy.sees_vector_db(vector_db_id) else None
+        if stored is None:
+            raise NotFound(f"Vector DB {vector_db_id!r} not found; register it with POST /v1/vector-dbs")
+        return VectorDBRecord.model_validate(stored)
 
     def open(self, vector_db_id: str) -> VectorDB:
         """The vector DB with the index that stores it and the embedder that reads it."""
@@ -181,7 +197,7 @@ class VectorDBService:
     def load_all(self) -> None:
         """Make Milvus match the registry at start-up (a killed register or unregister leaves one step
         undone), then load every collection, so the first query is not the slow one."""
-        records = self.list()
+        records = self._all()
         self._finish_drops(records)
         for record in records:
             index = self.indexes.get(record.provider_id)

@@ -301,6 +301,7 @@ class VectorStoreService:
         return self._batch_view(batch)
 
     def _batch(self, store_id: str, batch_id: str) -> dict[str, Any]:
+        self._record(store_id)  # the store first: a batch of a store the caller cannot see does not exist
         batch = self._registry.get(BATCHES, batch_id)
         if batch is None or batch["vector_store_id"] != store_id:
             raise NotFound(f"File batch {batch_id!r} not found in vector store {store_id!r}")
