@@ -131,9 +131,14 @@ class IngestionSettings(BaseModel):
     # How documents become chunks and what gets embedded; the defaults won the comparison in
     # docs/retrieval.md. "tokens": overlapping token windows. "structure": Markdown/reST chunks
     # follow sections and keep code blocks whole (other text still gets token windows).
-    chunking: Literal["tokens", "structure"] = "tokens"
+    # "sections": each document tiled once with embedding windows that follow its structure
+    # (Markdown, reST, and HTML and PDF, which are extracted as Markdown), chunks made of whole
+    # windows: every token embedded once (content/chunking.py:tile_document).
+    chunking: Literal["tokens", "structure", "sections"] = "tokens"
     # Embed each window as "title > section" + text (the stored text is unchanged).
     embed_titles: bool = False
+    # Index that line for keyword (BM25) search too.
+    index_titles: bool = False
     # Tokens per embedding window; None = as many as the embedding model reads.
     window_tokens: int | None = Field(default=None, ge=32)
 
