@@ -127,6 +127,7 @@ async def run_set(stack: Any, devset: Any, variant: Variant) -> dict:
     seconds = time.perf_counter() - started
     retrieval = stack.retrieval
     asked = []
+    features = []
     for q in devset.questions + devset.unanswerable:
         t = time.perf_counter()
         hits = await retrieval.search(db, q.question, SearchParams(10, -1.0, retrieval.settings.mode,
@@ -139,19 +140,39 @@ async def run_set(stack: Any, devset: Any, variant: Variant) -> dict:
         best = await retrieval.search(db, q.question, SearchParams(1, -1.0, "vector", {}))
         asked.append(Asked(q, ranking, result.content is None, list(result.metadata.get("document_ids") or []),
                            best[0].score if best else 0.0, agent_ms))
+        features.append(await gate_features(db, q, hits, best[0].score if best else 0.0))
     await stack.vector_dbs.unregister(db_id)
     return {"format": devset.format,
             "ingestion": {"documents": len(docs), "chunks": chunks, "windows": windows, "seconds": round(seconds, 2),
                           "chunks_per_s": round(chunks / seconds, 1) if seconds else None},
-            **summarise_set(asked)}
+            **summarise_set(asked), "gate_features": features}
 
 
-async def run_sets(stack: Any, devsets: list, variant: Variant) -> dict:
-    sets = {}
+async def run_sets(stack: Any, devsets: list, variant: Variant, result: dict, out: Path) -> dict:
+    sets = result["variants"].setdefault(variant.name, {"config": variant.config, "sets": {}})["sets"]
     for devset in devsets:
         sets[devset.name] = await run_set(stack, devset, variant)
         print(line(variant.name, devset.name, sets[devset.name]), flush=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")  # kept if a later set fails
     return sets
+
+
+async def gate_features(db: Any, q: Question, hits: list, best_cosine: float) -> dict:
+    """What a relevance gate could read, per question (for choosing one rule over every set)."""
+    from stackrag.content.text import content_as_text
+    from stackrag.providers.protocols import SearchRequest
+    from stackrag.providers.vector_io.local_index import tokenize
+
+    texts = [content_as_text(h.chunk.get("content"), "content") for h in hits[:5]]
+    coverage = {k: db.index.term_coverage(db.collection, q.question, texts[:k]) for k in (1, 3, 5)}
+    absent = []
+    for term in dict.fromkeys(tokenize(q.question)):
+        found = db.index.search(db.collection, SearchRequest(mode="keyword", limit=1, vector=None, text=term))
+        if not found:
+            absent.append((term, db.embedder.tokenizer.count(term)))
+    return {"id": q.id, "answerable": bool(q.relevant), "best_cosine": round(best_cosine, 4),
+            "coverage": coverage, "absent": absent,
+            "similarities": [None if h.similarity is None else round(h.similarity, 4) for h in hits[:5]]}
 
 
 def line(name: str, set_name: str, s: dict) -> str:
@@ -200,7 +221,7 @@ def main() -> None:
             stack = build_stack(lab_config(variant, Path(tmp)))
             start(stack)
             try:
-                sets = asyncio.run(run_sets(stack, devsets, variant))
+                sets = asyncio.run(run_sets(stack, devsets, variant, result, args.out))
             finally:
                 close(stack)
         mean = mean_over_sets(sets)
@@ -209,7 +230,7 @@ def main() -> None:
               f"nDCG {o['ndcg@10']:.3f} para {mean['by_kind'].get('paraphrase', {}).get('mrr@10')} "
               f"all@5 {mean['multi_doc']['all@5']} | declined ans {ag['answerable_declined']} unans-share "
               f"{ag['unanswerable_declined_share']} | model passes {embedder.embedded}/{embedder.asked}", flush=True)
-        result["variants"][variant.name] = {"config": variant.config, "sets": sets, "mean": mean}
+        result["variants"][variant.name]["mean"] = mean
         args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -131,9 +131,12 @@ def _outline(reader: Any) -> list[tuple[int, str, int]]:
                 walk(item, depth + 1)
                 continue
             try:
-                found.append((depth, str(item.title), reader.get_destination_page_number(item)))
+                page = reader.get_destination_page_number(item)
+                title = str(item.title or "")
             except Exception:  # a bookmark to nowhere: skip it
                 continue
+            if isinstance(page, int) and title:
+                found.append((depth, title, page))
 
     try:
         walk(reader.outline, 0)
