@@ -131,9 +131,14 @@ class IngestionSettings(BaseModel):
     # How documents become chunks and what gets embedded; the defaults won the comparison in
     # docs/retrieval.md. "tokens": overlapping token windows. "structure": Markdown/reST chunks
     # follow sections and keep code blocks whole (other text still gets token windows).
-    chunking: Literal["tokens", "structure"] = "tokens"
+    # "sections": each document tiled once with embedding windows that follow its structure
+    # (Markdown, reST, and HTML and PDF, which are extracted as Markdown), chunks made of whole
+    # windows: every token embedded once (content/chunking.py:tile_document).
+    chunking: Literal["tokens", "structure", "sections"] = "tokens"
     # Embed each window as "title > section" + text (the stored text is unchanged).
     embed_titles: bool = False
+    # Index that line for keyword (BM25) search too.
+    index_titles: bool = False
     # Tokens per embedding window; None = as many as the embedding model reads.
     window_tokens: int | None = Field(default=None, ge=32)
 
@@ -144,6 +149,11 @@ class RetrievalSettings(BaseModel):
     mode: Literal["vector", "keyword", "hybrid"] = "hybrid"
     # Fusion of dense and keyword results in hybrid mode.
     ranker: dict[str, Any] = Field(default_factory=lambda: {"type": "rrf", "impact_factor": 60.0})
+    # What hybrid mode fuses: "rows" (the store's hybrid search: embedding windows, then the best
+    # window per chunk) or "chunks" (each leg ranks chunks by their best window, then fused here).
+    fusion: Literal["rows", "chunks"] = "rows"
+    # Chunks each leg of a "chunks" fusion ranks.
+    candidates: int = Field(default=50, ge=1, le=1000)
     # knowledge_search (rag-tool query, agents) answers "no relevant context" when the best chunk's
     # cosine similarity to the question is below this; None turns the check off.
     relevance_threshold: float | None = Field(default=0.4, ge=-1.0, le=1.0)
@@ -153,6 +163,11 @@ class RetrievalSettings(BaseModel):
     # None turns it off.
     term_coverage: float | None = Field(default=0.25, ge=0.0, le=1.0)
     trusted_similarity: float = Field(default=0.6, ge=-1.0, le=1.0)
+    # ... and also when the question holds a term that no row of the collection holds, and that
+    # the embedding model's vocabulary splits into at least `unknown_term_pieces` word pieces
+    # (1: any term; 2: not a common word), below `trusted_similarity`.
+    unknown_terms: bool = False
+    unknown_term_pieces: int = Field(default=2, ge=1, le=10)
     # A question this similar to "what do these documents cover?" gets each document's opening
     # passage instead of a search; None turns the overview off.
     overview_similarity: float | None = Field(default=0.45, ge=-1.0, le=1.0)

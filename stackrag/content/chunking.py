@@ -12,7 +12,7 @@ import bisect
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..providers.protocols import Tokenizer
 from .sections import Block, blocks, section_at
@@ -149,3 +149,146 @@ def embed_whole(embedder: Any, texts: list[str]) -> Any:
         out[i] = mean / max(float(np.linalg.norm(mean)), 1e-12)
         offset += len(ws)
     return out
+
+
+# -- tiling: every token embedded once ----------------------------------------------------------
+#
+# A document is tiled with embedding windows that follow its structure (blocks whole where they
+# fit, a window never mid-sentence unless one sentence alone is longer than a window), and chunks
+# are runs of consecutive windows: a chunk's vector rows are exactly the windows it covers, so
+# each token is read by the model once (plus the small overlap where a sentence had to be cut),
+# instead of once per overlapping chunk and again per overlapping window inside it.
+
+
+@dataclass
+class TiledChunk(TextChunk):
+    # The chunk's embedding windows, in order, covering it whole, and where each lies in the
+    # document's text (character offsets [start, end)).
+    windows: list[str] = field(default_factory=list)
+    window_offsets: list[tuple[int, int]] = field(default_factory=list)
+
+
+def tile_document(
+    text: str,
+    document_id: str,
+    chunk_size: int,
+    tokenizer: Tokenizer,
+    window_limit: Callable[[str], int],
+    metadata: dict[str, Any] | None = None,
+    markup: str | None = None,
+) -> list[TiledChunk]:
+    """Chunks of at most `chunk_size` tokens made of whole windows of at most
+    `window_limit(section)` tokens each (the embedding model's input, less the section prefix).
+
+    Windows pack whole blocks (paragraphs, lists, code, headings: content/sections.py) and start
+    afresh at a heading once the current one is a quarter full; a block longer than a window is cut
+    at sentence ends, then line ends, and only a sentence longer than a window is cut mid-way, with
+    WINDOW_OVERLAP_TOKENS of overlap. Chunks group consecutive windows the same way.
+    """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be positive")
+    spans = token_spans(tokenizer, text)
+    if not spans:
+        return []
+    found = blocks(text, markup) or [Block(0, len(text), "")]
+    starts = [s for s, _ in spans]
+    # Units: (first token, last token, section, opens a section), never longer than a window.
+    units: list[tuple[int, int, str, bool]] = []
+    covered = 0
+    for block in found:
+        first = max(bisect.bisect_left(starts, block.start), covered)
+        last = bisect.bisect_left(starts, block.end)
+        if last <= first:
+            continue
+        if first > covered:  # text between blocks (rare: blocks skip blank lines only)
+            units.append((covered, first, block.section, False))
+        limit = min(window_limit(block.section), chunk_size)
+        for a, b in _cut(text, spans, first, last, limit):
+            units.append((a, b, block.section, block.heading and a == first))
+        covered = last
+    if covered < len(spans):
+        units.append((covered, len(spans), found[-1].section, False))
+    windows = _pack(units, lambda section: min(window_limit(section), chunk_size))
+    doc_metadata = dict(metadata or {})
+    metadata_tokens = tokenizer.count(str(doc_metadata)) if doc_metadata else 0
+    chunks: list[TiledChunk] = []
+    for index, group in enumerate(_group(windows, chunk_size)):
+        first, last = group[0][0], max(w[1] for w in group)
+        content = text[spans[first][0] : spans[last - 1][1]]
+        chunk_metadata = {**doc_metadata, "document_id": document_id, "token_count": last - first,
+                          "metadata_token_count": metadata_tokens}
+        chunks.append(TiledChunk(chunk_id_for(document_id, index, content), document_id, content, chunk_metadata,
+                                 index, group[0][2],
+                                 windows=[text[spans[a][0] : spans[b - 1][1]] for a, b, _, _ in group],
+                                 window_offsets=[(spans[a][0], spans[b - 1][1]) for a, b, _, _ in group]))
+    return chunks
+
+
+def _cut(text: str, spans: list[tuple[int, int]], first: int, last: int, limit: int) -> list[tuple[int, int]]:
+    """[first, last) as pieces of at most `limit` tokens, cut where a sentence (else a line) ends."""
+    if last - first <= limit:
+        return [(first, last)]
+    sentence_ends: list[int] = []  # token indices before which a cut is clean
+    line_ends: list[int] = []
+    for i in range(first, last - 1):
+        gap = text[spans[i][1] : spans[i + 1][0]]
+        if "\n\n" in gap or (gap and not gap.strip() and text[spans[i][1] - 1] in ".!?"):
+            sentence_ends.append(i + 1)
+        elif "\n" in gap:
+            line_ends.append(i + 1)
+    pieces = []
+    start = first
+    while last - start > limit:
+        end = start + limit
+        cut = _last_at_most(sentence_ends, start + limit // 3, end) or _last_at_most(line_ends, start + limit // 3, end)
+        if cut:
+            pieces.append((start, cut))
+            start = cut
+        else:
+            # One sentence longer than a window: cut it, and let the next window re-read a little.
+            overlap = min(WINDOW_OVERLAP_TOKENS, limit // 4)
+            pieces.append((start, end))
+            start = end - overlap
+    pieces.append((start, last))
+    return pieces
+
+
+def _last_at_most(cuts: list[int], low: int, high: int) -> int | None:
+    i = bisect.bisect_right(cuts, high) - 1
+    return cuts[i] if i >= 0 and cuts[i] > low else None
+
+
+def _pack(units: list[tuple[int, int, str, bool]], limit: Callable[[str], int]) -> list[tuple[int, int, str, bool]]:
+    """Consecutive units joined into windows of at most limit(section of the window's start)."""
+    windows: list[tuple[int, int, str, bool]] = []
+    current: list[Any] | None = None
+    for first, last, section, heading in units:
+        if current is not None:
+            size = current[1] - current[0]
+            cap = limit(current[2])
+            overlapping = first < current[1]
+            if overlapping or (heading and size >= cap // 4) or max(last, current[1]) - current[0] > cap:
+                windows.append(tuple(current))
+                current = None
+        if current is None:
+            current = [first, last, section, heading]
+        else:
+            current[1] = max(current[1], last)
+    if current is not None:
+        windows.append(tuple(current))
+    return windows
+
+
+def _group(windows: list[tuple[int, int, str, bool]], chunk_size: int) -> list[list[tuple[int, int, str, bool]]]:
+    """Consecutive windows joined into chunks of at most chunk_size tokens."""
+    groups: list[list[tuple[int, int, str, bool]]] = []
+    for window in windows:
+        if groups:
+            group = groups[-1]
+            size = group[-1][1] - group[0][0]
+            grown = window[1] - group[0][0]
+            if not ((window[3] and size >= chunk_size // 4) or grown > chunk_size):
+                group.append(window)
+                continue
+        groups.append([window])
+    return groups

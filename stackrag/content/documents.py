@@ -7,7 +7,6 @@ import asyncio
 import base64
 import binascii
 import codecs
-import io
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,8 @@ from urllib.parse import unquote_to_bytes
 from ..config import FetchSettings
 from ..errors import BadRequest, PayloadTooLarge
 from .fetch import display_url, fetch_url
+from .html import html_to_text
+from .pdf import pdf_to_text
 from .parsing import DEFAULT_TIMEOUT as DEFAULT_PARSE_TIMEOUT
 from .parsing import parsers
 
@@ -53,25 +54,47 @@ class Budget:
         return max(self.limit - self.used, 0)
 
 
+@dataclass
+class DocumentText:
+    """A document's text, and the markup it is in when the extractor wrote it: HTML pages and
+    PDFs come out as Markdown (headings, fenced code), so their chunks know their sections."""
+
+    text: str
+    markup: str | None = None
+
+
 async def document_text(content: Any, mime_type: str | None, settings: FetchSettings, max_bytes: int,
                         parse_timeout: float = DEFAULT_PARSE_TIMEOUT) -> str:
+    return (await document_content(content, mime_type, settings, max_bytes, parse_timeout)).text
+
+
+async def document_content(content: Any, mime_type: str | None, settings: FetchSettings, max_bytes: int,
+                           parse_timeout: float = DEFAULT_PARSE_TIMEOUT) -> DocumentText:
     return await _content_text(content, mime_type, settings, Budget(max_bytes, parse_timeout=parse_timeout))
 
 
 async def extract(data: bytes, mime_type: str | None, charset: str | None = None, served_type: str | None = None,
                   source: str = "", parse_timeout: float = DEFAULT_PARSE_TIMEOUT) -> str:
-    """extract_text, off the event loop: HTML and PDF in a parse worker (bounded in time and memory,
-    parsing.py), anything else (plain decoding) on a thread."""
+    return (await extract_content(data, mime_type, charset, served_type, source, parse_timeout)).text
+
+
+async def extract_content(data: bytes, mime_type: str | None, charset: str | None = None,
+                          served_type: str | None = None, source: str = "",
+                          parse_timeout: float = DEFAULT_PARSE_TIMEOUT) -> DocumentText:
+    """extract_document, off the event loop: HTML and PDF in a parse worker (bounded in time and
+    memory, parsing.py), anything else (plain decoding) on a thread."""
     kind = effective_type(data, mime_type, served_type)
     if kind == PDF or kind in HTML_TYPES:
-        return await parsers(parse_timeout).arun("extract_text", data, mime_type, charset, served_type, source,
+        return await parsers(parse_timeout).arun("extract_document", data, mime_type, charset, served_type, source,
                                                  what=source or "the document")
-    return await asyncio.to_thread(extract_text, data, mime_type, charset, served_type, source)
+    return await asyncio.to_thread(extract_document, data, mime_type, charset, served_type, source)
 
 
-async def _content_text(content: Any, mime_type: str | None, settings: FetchSettings, budget: Budget) -> str:
+async def _content_text(content: Any, mime_type: str | None, settings: FetchSettings, budget: Budget) -> DocumentText:
     if isinstance(content, list):
-        return "\n".join([await _content_text(item, mime_type, settings, budget) for item in content])
+        parts = [await _content_text(item, mime_type, settings, budget) for item in content]
+        markups = {p.markup for p in parts}
+        return DocumentText("\n".join(p.text for p in parts), markups.pop() if len(markups) == 1 else None)
     if isinstance(content, dict):
         return await _item_text(content, mime_type, settings, budget)
     if isinstance(content, str):
@@ -83,7 +106,8 @@ async def _content_text(content: Any, mime_type: str | None, settings: FetchSett
     raise BadRequest("content must be text, a URL, a {'uri': ...} object, or a list of content items")
 
 
-async def _item_text(item: dict[str, Any], mime_type: str | None, settings: FetchSettings, budget: Budget) -> str:
+async def _item_text(item: dict[str, Any], mime_type: str | None, settings: FetchSettings,
+                     budget: Budget) -> DocumentText:
     if "uri" in item:
         if not isinstance(item["uri"], str):
             raise BadRequest("'uri' must be a string")
@@ -98,16 +122,16 @@ async def _item_text(item: dict[str, Any], mime_type: str | None, settings: Fetc
     raise BadRequest(f"unsupported content item of type {kind!r}; use 'text' items or {{'uri': ...}}")
 
 
-async def _inline_text(text: str, mime_type: str | None, budget: Budget) -> str:
+async def _inline_text(text: str, mime_type: str | None, budget: Budget) -> DocumentText:
     data = text.encode("utf-8", errors="replace")
     budget.take(len(data))
     # Inline HTML is still HTML; any other declared type is taken as the text it already is.
     if base_type(mime_type) in HTML_TYPES:
-        return await extract(data, mime_type, "utf-8", None, "the inline HTML", budget.parse_timeout)
-    return normalise(text)
+        return await extract_content(data, mime_type, "utf-8", None, "the inline HTML", budget.parse_timeout)
+    return DocumentText(normalise(text))
 
 
-async def _url_text(url: str, mime_type: str | None, settings: FetchSettings, budget: Budget) -> str:
+async def _url_text(url: str, mime_type: str | None, settings: FetchSettings, budget: Budget) -> DocumentText:
     lowered = url.lower()
     if lowered.startswith("file://"):
         raise BadRequest("local files can only be ingested from the CLI (stackrag ingest PATH)")
@@ -121,7 +145,7 @@ async def _url_text(url: str, mime_type: str | None, settings: FetchSettings, bu
         data, served_type, charset = fetched.content, fetched.content_type, fetched.charset
         budget.take(len(data))
         source = display_url(url)
-    return await extract(data, mime_type, charset, served_type, source, budget.parse_timeout)
+    return await extract_content(data, mime_type, charset, served_type, source, budget.parse_timeout)
 
 
 def parse_data_url(url: str) -> tuple[bytes, str | None, str | None]:
@@ -179,23 +203,30 @@ def effective_type(data: bytes, mime_type: str | None, served_type: str | None) 
     return declared
 
 
-def extract_text(
+def extract_text(data: bytes, mime_type: str | None, charset: str | None = None, served_type: str | None = None,
+                 source: str = "") -> str:
+    return extract_document(data, mime_type, charset, served_type, source).text
+
+
+def extract_document(
     data: bytes,
     mime_type: str | None,
     charset: str | None = None,
     served_type: str | None = None,
     source: str = "",
-) -> str:
+) -> DocumentText:
     """Text of a document: `mime_type` is what the caller declared, `served_type` what the server
     said (both may carry parameters); `source` names the document in error messages."""
     kind = effective_type(data, mime_type, served_type)
     where = f" ({source})" if source else ""
     if kind == PDF:
-        return normalise(pdf_to_text(data, where))
+        return DocumentText(normalise(pdf_to_text(data, where)), "markdown")
     if kind in HTML_TYPES:
-        return normalise(html_to_text(decode(data, charset)))
+        # The bytes, not a decoded string: without a charset from the server, the page's own
+        # <meta charset> (or BOM) says how to read it.
+        return DocumentText(normalise(html_to_text(data, charset)), "markdown")
     if is_text_type(kind) or (kind in ("", OCTET) and looks_like_text(data, charset)):
-        return normalise(decode(data, charset))
+        return DocumentText(normalise(decode(data, charset)))
     shown = kind or "unknown"
     raise BadRequest(f"mime type {shown}{where} is not supported (binary content); supported types: {SUPPORTED}")
 
@@ -236,158 +267,6 @@ def decode(data: bytes, charset: str | None) -> str:
 
 def _without_bom(data: bytes) -> bytes:
     return data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data
-
-
-# Elements whose text is never part of what a reader sees as the document.
-DROPPED_TAGS = {"script", "style", "noscript", "template", "nav", "header", "footer", "svg", "head", "iframe",
-                "object", "canvas", "button", "select"}
-# Block elements start on a new line; these also set a paragraph apart with a blank line.
-PARAGRAPH_TAGS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote", "table", "ul", "ol", "dl",
-                  "figure", "section", "article", "main", "aside", "details", "form", "fieldset"}
-LINE_TAGS = {"div", "li", "tr", "dt", "dd", "caption", "figcaption", "summary", "address", "hr", "legend",
-             "thead", "tbody", "tfoot", "body", "option"}
-CELL_TAGS = {"td", "th"}
-_SPACES = re.compile(r"\s+")
-
-
-class PlainText:
-    """Accumulates text with HTML's whitespace rules: runs of spaces collapse except in <pre>."""
-
-    def __init__(self) -> None:
-        self._parts: list[str] = []
-        self._last = "\n"
-        # Line breaks already at the end; nested blocks (<li> in <ul>) ask for breaks, not add them.
-        self._trailing_breaks = 2
-
-    def text(self, value: str, preformatted: bool) -> None:
-        if not preformatted:
-            value = _SPACES.sub(" ", value)
-            if self._last in ("\n", " "):
-                value = value.lstrip(" ")
-        if value:
-            self._parts.append(value)
-            self._last = value[-1]
-            stripped = value.rstrip("\n")
-            self._trailing_breaks = len(value) - len(stripped) if stripped else self._trailing_breaks + len(value)
-
-    def breaks(self, count: int) -> None:
-        missing = count - self._trailing_breaks
-        if missing > 0:
-            self._parts.append("\n" * missing)
-            self._trailing_breaks = count
-        self._last = "\n"
-
-    def result(self) -> str:
-        text = re.sub(r"[ \t]+\n", "\n", "".join(self._parts))
-        return re.sub(r"\n{3,}", "\n\n", text).strip("\n").rstrip()
-
-
-def html_to_text(html: str) -> str:
-    """Readable text of an HTML page: title first, then the body with block structure as line
-    breaks; scripts, styles, navigation and page chrome left out."""
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(html, "html.parser")
-    title = _SPACES.sub(" ", soup.title.get_text()).strip() if soup.title else ""
-    body = _body_text(soup)
-    if title and not body.startswith(title):
-        return f"{title}\n\n{body}" if body else title
-    return body
-
-
-def _body_text(root: Any) -> str:
-    from bs4.element import NavigableString, PreformattedString, Tag
-
-    out = PlainText()
-    # An explicit stack rather than recursion: user HTML can nest thousands of levels deep.
-    # Entries are (node, inside <pre>) to visit, or a tag name whose end has been reached.
-    stack: list[tuple[Any, bool] | str] = [(root, False)]
-    while stack:
-        entry = stack.pop()
-        if isinstance(entry, str):
-            _close(out, entry)
-            continue
-        node, preformatted = entry
-        if isinstance(node, PreformattedString):  # comments, doctypes, CDATA, processing instructions
-            continue
-        if isinstance(node, NavigableString):
-            out.text(str(node), preformatted)
-            continue
-        if not isinstance(node, Tag) or node.name in DROPPED_TAGS or node.has_attr("hidden"):
-            continue
-        _open(out, node.name)
-        stack.append(node.name)
-        inner = preformatted or node.name in ("pre", "textarea")
-        stack.extend((child, inner) for child in reversed(node.contents))
-    return out.result()
-
-
-def _open(out: PlainText, name: str) -> None:
-    if name == "br":
-        out.breaks(1)
-    elif name in PARAGRAPH_TAGS:
-        out.breaks(2)
-    elif name in LINE_TAGS:
-        out.breaks(1)
-    if name == "li":
-        out.text("- ", preformatted=True)
-
-
-def _close(out: PlainText, name: str) -> None:
-    if name in PARAGRAPH_TAGS:
-        out.breaks(2)
-    elif name in LINE_TAGS:
-        out.breaks(1)
-    elif name in CELL_TAGS:
-        out.text(" ", preformatted=False)
-
-
-def pdf_to_text(data: bytes, where: str = "") -> str:
-    """Page texts joined by blank lines; a page that fails is skipped if others have text."""
-    from pypdf import PdfReader
-
-    try:
-        reader = PdfReader(io.BytesIO(data))
-    except Exception as exc:  # pypdf raises a zoo of types on malformed input; all mean "unreadable"
-        raise BadRequest(f"could not read PDF{where}: {_pdf_reason(exc, data)}") from exc
-    try:
-        # Many PDFs are "encrypted" only to set permissions, with an empty user password.
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise BadRequest(f"could not read PDF{where}: it is encrypted with a password")
-        pages = list(reader.pages)
-    except BadRequest:
-        raise
-    except Exception as exc:  # see above; for an encrypted file, often a missing AES library
-        prefix = "it is encrypted and cannot be opened: " if _encrypted(reader) else ""
-        raise BadRequest(f"could not read PDF{where}: {prefix}{_pdf_reason(exc, data)}") from exc
-    texts: list[str] = []
-    failure: Exception | None = None
-    for page in pages:
-        try:
-            texts.append((page.extract_text() or "").strip())
-        except Exception as exc:  # see above
-            failure = failure or exc
-    text = "\n\n".join(t for t in texts if t)
-    if not text and failure is not None:
-        raise BadRequest(f"could not read PDF{where}: {_pdf_reason(failure, data)}") from failure
-    if not text:
-        raise BadRequest(f"the PDF{where} has no extractable text (is it scanned? OCR it first)")
-    return text
-
-
-def _encrypted(reader: Any) -> bool:
-    try:
-        return bool(reader.is_encrypted)
-    except Exception:  # a trailer too broken to say
-        return False
-
-
-def _pdf_reason(exc: Exception, data: bytes) -> str:
-    reason = f"{type(exc).__name__}: {exc}"
-    # The usual cause: a login or error page served where the PDF should be.
-    if sniff(data) == "text/html":
-        reason += " (the data is an HTML page, not a PDF)"
-    return reason
 
 
 _UNDERLINE = re.compile(r"^([=\-~^*#+`'\"])\1{2,}\s*$")

@@ -1,8 +1,10 @@
 """The structure of Markdown and reStructuredText sources: section headings and the blocks between them.
 
-A block is a paragraph, a list, or a code block (Markdown fences, reST literal blocks after `::`
-and directives such as `.. code-block::`), which the structure-aware splitter never cuts unless it
-alone is larger than a chunk. Plain text has no headings: it is one run of paragraphs.
+A block is a paragraph, a list, a table or a code block (Markdown fences, reST literal blocks after
+`::` and directives such as `.. code-block::`), which the splitter never cuts unless it alone is
+larger than a window. Markdown is read by a CommonMark parser (markdown-it-py: `~~~` and backtick
+fences, setext headings, lists and HTML blocks as CommonMark defines them); reST by the rules
+below. Plain text has no headings: it is one run of paragraphs.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ import re
 from dataclasses import dataclass
 
 MARKUPS = ("markdown", "rst")
-_MD_HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
-_MD_FENCE = re.compile(r"^\s{0,3}(```|~~~)")
 _RST_ADORNMENT = re.compile(r"^([=\-~^\"'`#*+:._!$%&,/;<>?@\\|])\1{2,}\s*$")
 _RST_DIRECTIVE = re.compile(r"^\.\.\s+[\w:-]+::")
 
@@ -43,15 +43,48 @@ def _lines(text: str) -> list[tuple[int, str]]:
     return out
 
 
+def _markdown_blocks(text: str) -> list[Block]:
+    from .markdown import parser
+
+    lines = _lines(text)
+    if not lines:
+        return []
+    starts = [offset for offset, _ in lines] + [len(text)]
+
+    def span(first: int, last: int) -> tuple[int, int]:
+        last = min(last, len(lines))
+        return starts[first], lines[last - 1][0] + len(lines[last - 1][1])
+
+    result: list[Block] = []
+    path: list[tuple[int, str]] = []
+    tokens = parser().parse(text)
+    for i, token in enumerate(tokens):
+        if token.level != 0 or token.map is None or token.nesting == -1:
+            continue
+        start, end = span(*token.map)
+        if token.type == "heading_open":
+            title = tokens[i + 1].content.strip() if i + 1 < len(tokens) else ""
+            level = int(token.tag[1])
+            while path and path[-1][0] >= level:
+                path.pop()
+            if title:
+                path.append((level, title))
+            result.append(Block(start, end, " > ".join(t for _, t in path), heading=True))
+        elif text[start:end].strip():
+            result.append(Block(start, end, " > ".join(t for _, t in path)))
+    return result
+
+
 def blocks(text: str, markup: str | None) -> list[Block]:
     """Blocks in document order, each knowing the section it belongs to."""
+    if markup == "markdown":
+        return _markdown_blocks(text)
     lines = _lines(text)
     result: list[Block] = []
     path: list[tuple[int, str]] = []  # (level, title) of the open headings
     rst_levels: list[str] = []  # reST heading levels are the adornment styles in order of appearance
     start: int | None = None
     end = 0
-    literal = False  # inside a code block that blank lines do not end
     literal_indent = False  # reST: the block continues while lines are indented
     i = 0
 
@@ -75,20 +108,7 @@ def blocks(text: str, markup: str | None) -> list[Block]:
         offset, line = lines[i]
         line_end = offset + len(line)
         stripped = line.strip()
-        if markup == "markdown":
-            if _MD_FENCE.match(line):
-                if start is None:
-                    start = offset
-                literal = not literal
-                end = line_end
-                i += 1
-                continue
-            heading = None if literal else _MD_HEADING.match(line)
-            if heading and heading.group(2):
-                open_heading(len(heading.group(1)), heading.group(2), offset, line_end)
-                i += 1
-                continue
-        elif markup == "rst" and not literal_indent:
+        if markup == "rst" and not literal_indent:
             nxt = lines[i + 1][1] if i + 1 < len(lines) else ""
             over = _RST_ADORNMENT.match(line)
             if over and i + 2 < len(lines) and stripped and _RST_ADORNMENT.match(lines[i + 2][1]) and lines[i + 1][1].strip():
@@ -112,7 +132,7 @@ def blocks(text: str, markup: str | None) -> list[Block]:
             literal_indent = False
             close()
             continue  # this line is read afresh: it may be a heading
-        if not stripped and not literal:
+        if not stripped:
             close()
             i += 1
             continue

@@ -26,8 +26,9 @@ from typing import Any, Awaitable, Callable
 import numpy as np
 
 from ..config import FetchSettings, IngestionSettings
-from ..content.chunking import TextChunk, embedding_windows, split_document
-from ..content.documents import document_text, title_of
+from ..content.chunking import TextChunk, TiledChunk, embedding_windows, split_document, tile_document
+from ..content.documents import document_content, title_of
+from ..content.markdown import clean_markdown
 from ..content.sections import markup_of
 from ..content.text import content_as_text
 from ..errors import BadRequest, Conflict, PayloadTooLarge, StackError
@@ -74,6 +75,8 @@ class PreparedChunk:
     index: int = -1
     # Embedded before each window (the document title and section); not part of the stored text.
     prefix: str = ""
+    # Indexed for keyword search before each window (the same line), when so configured.
+    keyword_prefix: str = ""
 
     def embedding_inputs(self) -> list[str]:
         return [self.prefix + w for w in self.windows]
@@ -216,25 +219,40 @@ class Ingestion:
             raise BadRequest("the chunk overlap must be between 0 and half the chunk size")
         semaphore = asyncio.Semaphore(FETCH_CONCURRENCY)
 
-        async def text_of(doc: Document, position: int) -> str:
+        async def text_of(doc: Document, position: int) -> tuple[str, str | None]:
             async with semaphore:
                 try:
-                    return await document_text(doc.content, doc.mime_type, self._fetch, self._limits.max_document_bytes,
-                                               self.parse_timeout)
+                    found = await document_content(doc.content, doc.mime_type, self._fetch,
+                                                   self._limits.max_document_bytes, self.parse_timeout)
                 except (BadRequest, PayloadTooLarge) as exc:
                     exc.message = f"documents[{position}] ({doc.document_id}): {exc.message}"
                     raise
+            if found.markup is not None:  # written by the extractor (HTML, PDF): clean already
+                return found.text, found.markup
+            markup = _markup(doc)
+            if markup == "markdown":
+                return await asyncio.to_thread(clean_markdown, found.text), markup
+            return found.text, markup
 
         texts = await asyncio.gather(*(text_of(doc, i) for i, doc in enumerate(documents)))
         prepared: list[list[PreparedChunk]] = []
-        for position, (doc, text) in enumerate(zip(documents, texts)):
-            chunks = await asyncio.to_thread(
-                split_document, text, doc.document_id, chunk_size_in_tokens, embedder.tokenizer,
-                doc.metadata or {}, overlap_tokens, _markup(doc), self._limits.chunking == "structure",
-            )
+        for position, (doc, (text, markup)) in enumerate(zip(documents, texts)):
+            title = title_of(text)
+            if self._limits.chunking == "sections":
+                chunks = await asyncio.to_thread(
+                    tile_document, text, doc.document_id, chunk_size_in_tokens, embedder.tokenizer,
+                    lambda section: self._window_tokens(embedder, self._prefix(embedder, title, section)
+                                                        if self._limits.embed_titles else ""),
+                    doc.metadata or {}, markup,
+                )
+            else:
+                chunks = await asyncio.to_thread(
+                    split_document, text, doc.document_id, chunk_size_in_tokens, embedder.tokenizer,
+                    doc.metadata or {}, overlap_tokens, markup, self._limits.chunking == "structure",
+                )
             if not chunks:
                 raise BadRequest(f"documents[{position}] ({doc.document_id}) has no text to index")
-            prepared.append(await asyncio.to_thread(self._prepare_text_chunks, chunks, embedder, title_of(text)))
+            prepared.append(await asyncio.to_thread(self._prepare_text_chunks, chunks, embedder, title))
         total_chunks = sum(len(p) for p in prepared)
         if total_chunks > self._limits.max_chunks_per_request:
             raise PayloadTooLarge(
@@ -273,15 +291,18 @@ class Ingestion:
             stored = {"content": chunk.content, "metadata": chunk.metadata, "title": title}
             if chunk.section:
                 stored["section"] = chunk.section
-            prefix = self._prefix(embedder, title, chunk.section)
-            windows = embedding_windows(chunk.content, embedder.tokenizer, self._window_tokens(embedder, prefix))
+            heading = self._prefix(embedder, title, chunk.section)
+            prefix = heading if self._limits.embed_titles else ""
+            if isinstance(chunk, TiledChunk) and chunk.windows:
+                windows = chunk.windows
+            else:
+                windows = embedding_windows(chunk.content, embedder.tokenizer, self._window_tokens(embedder, prefix))
             prepared.append(PreparedChunk(chunk.chunk_id, chunk.document_id, stored, windows, index=chunk.index,
-                                          prefix=prefix))
+                                          prefix=prefix, keyword_prefix=heading if self._limits.index_titles else ""))
         return prepared
 
     def _prefix(self, embedder: Embedder, title: str, section: str) -> str:
-        if not self._limits.embed_titles:
-            return ""
+        """The "title > section" line of a chunk."""
         # The section path usually starts with the title heading itself.
         parts = [p for p in dict.fromkeys([title.strip(), *section.split(" > ")]) if p]
         if not parts:
@@ -320,7 +341,7 @@ class Ingestion:
         for chunk in all_chunks:
             rows = rows_by_doc.setdefault(chunk.document_id, [])
             for window, text in enumerate(chunk.windows):
-                rows.append(_row(chunk, window, text, vectors[offset]))
+                rows.append(_row(chunk, window, chunk.keyword_prefix + text, vectors[offset]))
                 offset += 1
         for document_id, rows in rows_by_doc.items():
             await self._write(db, rows, Replace("document_id", [document_id]), [document_id], fence)

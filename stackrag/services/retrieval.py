@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -13,6 +13,8 @@ from ..content.templates import DEFAULT_CHUNK_TEMPLATE, render
 from ..content.text import content_as_text
 from ..errors import BadRequest
 from ..providers.protocols import Embedder, Hit, SearchRequest
+from ..providers.vector_io.fusion import fuse
+from ..providers.vector_io.local_index import tokenize
 from ..wire.llama_stack import QueryParams, RAGQueryConfig as RAGQueryConfigIn, Ranker
 from .vector_dbs import VectorDB
 
@@ -105,10 +107,32 @@ class Retrieval:
             raise BadRequest("query must not be empty")
         if vector is None and (params.mode != "keyword" or not db.index.capabilities(db.collection).keyword):
             vector = (await asyncio.to_thread(db.embedder.embed, [query]))[0]
-        request = SearchRequest(mode=params.mode, limit=params.max_chunks, vector=vector, text=query,
-                                ranker=params.ranker, document_ids=document_ids)
-        hits = await asyncio.to_thread(db.index.search, db.collection, request)
+        if params.mode == "hybrid" and self.settings.fusion == "chunks" and vector is not None \
+                and db.index.capabilities(db.collection).keyword:
+            hits = await self._fused_by_chunk(db, query, vector, params, document_ids)
+        else:
+            request = SearchRequest(mode=params.mode, limit=params.max_chunks, vector=vector, text=query,
+                                    ranker=params.ranker, document_ids=document_ids)
+            hits = await asyncio.to_thread(db.index.search, db.collection, request)
         return [h for h in hits if h.score >= params.score_threshold]
+
+    async def _fused_by_chunk(self, db: VectorDB, query: str, vector: np.ndarray, params: SearchParams,
+                              document_ids: list[str] | None) -> list[Hit]:
+        """Hybrid search fused per chunk, not per row: each leg ranks chunks by their best window,
+        and a chunk whose best dense window and best keyword window differ (a long chunk) gets
+        credit from both, as a one-window chunk does."""
+        depth = max(params.max_chunks, self.settings.candidates)
+        dense_request = SearchRequest(mode="vector", limit=depth, vector=vector, document_ids=document_ids)
+        keyword_request = SearchRequest(mode="keyword", limit=depth, text=query, document_ids=document_ids)
+        dense, keyword = await asyncio.gather(
+            asyncio.to_thread(db.index.search, db.collection, dense_request),
+            asyncio.to_thread(db.index.search, db.collection, keyword_request),
+        )
+        fused = fuse([(h.chunk_id, h.score) for h in dense], [(h.chunk_id, h.score) for h in keyword],
+                     params.ranker, params.max_chunks)
+        by_id = {h.chunk_id: h for h in keyword}
+        by_id.update({h.chunk_id: h for h in dense})  # dense hits carry the cosine
+        return [replace(by_id[chunk_id], score=score) for chunk_id, score in fused]
 
     async def knowledge_search(self, dbs: list[VectorDB], content: Any, config: RAGQueryConfig) -> RAGResult:
         """Llama Stack's knowledge_search, with two judgements of our own (RetrievalSettings):
@@ -155,12 +179,32 @@ class Retrieval:
         best = max(similarities)
         if settings.relevance_threshold is not None and best < settings.relevance_threshold:
             return False
-        if settings.term_coverage is None or best >= settings.trusted_similarity:
+        if best >= settings.trusted_similarity:
             return True
         _, db = found[0]
+        if settings.unknown_terms and await self._has_unknown_term(db, query):
+            return False
+        if settings.term_coverage is None:
+            return True
         texts = [content_as_text(h.chunk.get("content"), "content") for h, _ in found[:COVERAGE_CHUNKS]]
         coverage = await asyncio.to_thread(db.index.term_coverage, db.collection, query, texts)
         return coverage is None or coverage >= settings.term_coverage
+
+    async def _has_unknown_term(self, db: VectorDB, query: str) -> bool:
+        """Whether the question names something the collection never mentions: a term no row
+        holds that is not a common word (the embedding model's vocabulary splits it into
+        `unknown_term_pieces` or more word pieces: "meson2cmake", "coveralls", "sagemaker")."""
+        if not db.index.capabilities(db.collection).keyword:
+            return False
+        pieces = self.settings.unknown_term_pieces
+        terms = [t for t in dict.fromkeys(tokenize(query)) if db.embedder.tokenizer.count(t) >= pieces]
+
+        def absent(term: str) -> bool:
+            request = SearchRequest(mode="keyword", limit=1, text=term)
+            return not db.index.search(db.collection, request)
+
+        found = await asyncio.gather(*(asyncio.to_thread(absent, t) for t in terms))
+        return any(found)
 
     async def _asks_for_overview(self, embedder: Embedder, vector: np.ndarray) -> bool:
         limit = self.settings.overview_similarity
