@@ -161,7 +161,7 @@ async def gate_features(db: Any, q: Question, hits: list, best_cosine: float) ->
     """What a relevance gate could read, per question (for choosing one rule over every set)."""
     from stackrag.content.text import content_as_text
     from stackrag.providers.protocols import SearchRequest
-    from stackrag.providers.vector_io.local_index import tokenize
+    from stackrag.providers.vector_io.term_stats import tokenize
 
     texts = [content_as_text(h.chunk.get("content"), "content") for h in hits[:5]]
     coverage = {k: db.index.term_coverage(db.collection, q.question, texts[:k]) for k in (1, 3, 5)}

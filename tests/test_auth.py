@@ -128,7 +128,7 @@ def test_the_real_clients_send_their_keys(secured):
 
     log = secured.log_path.read_text(errors="replace")
     assert WRITE_KEY not in log and READ_KEY not in log
-    assert "API keys required (1 read-write, 1 read-only)" in log
+    assert "API keys required (1 read-write, 1 read-only from the config" in log
 
 
 def test_the_cli_sends_stackrag_api_key(secured, tmp_path):

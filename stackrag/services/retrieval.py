@@ -14,7 +14,7 @@ from ..content.text import content_as_text
 from ..errors import BadRequest
 from ..providers.protocols import Embedder, Hit, SearchRequest
 from ..providers.vector_io.fusion import fuse
-from ..providers.vector_io.local_index import tokenize
+from ..providers.vector_io.term_stats import tokenize
 from ..wire.llama_stack import QueryParams, RAGQueryConfig as RAGQueryConfigIn, Ranker
 from .vector_dbs import VectorDB
 

@@ -203,7 +203,11 @@ class MilvusIndex:
             if not path.is_absolute():
                 path = data_dir / path
             engine = EngineProcess(path, log_level=str(config.get("engine_log_level") or "ERROR"))
-            return engine, {"uri": engine.uri, "timeout": CONNECT_TIMEOUT_SECONDS}
+            # pymilvus pings every 10 s even when idle; the engine's gRPC server allows one ping per
+            # 5 minutes without calls and answers more with GOAWAY "too_many_pings", which left the
+            # channel dead after ~40 s idle. Its socket is local: ping less often than it allows.
+            grpc_options = {"grpc.keepalive_time_ms": 330_000}
+            return engine, {"uri": engine.uri, "timeout": CONNECT_TIMEOUT_SECONDS, "grpc_options": grpc_options}
         if not config.get("uri"):
             raise BadRequest(f"vector_io provider {self.provider_id} (remote::milvus) needs config.uri")
         kwargs = {k: v for k, v in config.items()
