@@ -114,6 +114,11 @@ class Retrieval:
             request = SearchRequest(mode=params.mode, limit=params.max_chunks, vector=vector, text=query,
                                     ranker=params.ranker, document_ids=document_ids)
             hits = await asyncio.to_thread(db.index.search, db.collection, request)
+        # Llama Stack's threshold of 0, its default, keeps every match: its scores are never below 0
+        # (faiss reports 1/distance). A cosine can be slightly negative (a chunk inserted with an
+        # embedding of its own, far from the query), and such a match must still come back.
+        if not params.score_threshold:
+            return hits
         return [h for h in hits if h.score >= params.score_threshold]
 
     async def _fused_by_chunk(self, db: VectorDB, query: str, vector: np.ndarray, params: SearchParams,

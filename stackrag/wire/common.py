@@ -115,5 +115,14 @@ ResourceId = Annotated[str, Field(max_length=MAX_ID_LENGTH), AfterValidator(_not
 DocumentId = Annotated[str, AfterValidator(check_document_id)]
 # Integers that must be integers (JSON true is not 1 here) and numbers that must be numbers.
 Int = Annotated[int, Field(strict=True)]
+
+
+def _decimal_digits(value: Any) -> Any:
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else value
+
+
+# An integer that may also come as its decimal digits: Llama Stack's own test harness sends the
+# embedding dimension as the string "384", which its (lax) server takes.
+IntOrDigits = Annotated[int, BeforeValidator(_decimal_digits), Field(strict=True)]
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 QueryText = Annotated[str, Field(max_length=MAX_QUERY_CHARS)]
