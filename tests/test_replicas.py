@@ -336,11 +336,12 @@ def rows_by_file(cluster: Cluster, store_id: str) -> dict[str, list[tuple[str, i
     """(chunk_id, window) of every row in the store's collection, by file, read from Milvus directly."""
     from pymilvus import MilvusClient
 
-    from stackrag.providers.vector_io.milvus import collection_name
-
+    # Each registration gets a collection of its own: the registry names it.
+    (value,), = cluster.sql("SELECT value FROM stackrag_records WHERE namespace = 'vector_dbs' AND key = %s",
+                            (store_id,))
     client = MilvusClient(uri=cluster.milvus_uri, token="root:Milvus")
     try:
-        rows = client.query(collection_name(store_id), filter="", limit=16_384,
+        rows = client.query(json.loads(value)["collection"], filter="", limit=16_384,
                             output_fields=["document_id", "chunk_id", "window"])
     finally:
         client.close()
