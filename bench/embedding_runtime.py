@@ -24,8 +24,8 @@ from common import ROOT, header, write_result
 
 sys.path.insert(0, str(ROOT))
 
-from stackrag.core.chunking import embedding_windows, split_document  # noqa: E402
-from stackrag.core.documents import extract_text  # noqa: E402
+from stackrag.content.chunking import embedding_windows, split_document  # noqa: E402
+from stackrag.content.documents import extract_text  # noqa: E402
 
 TORCH_SIDE = r"""
 import json, os, sys, time

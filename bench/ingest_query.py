@@ -29,8 +29,8 @@ from common import ROOT, header, rss_mb, running_server, write_result
 
 sys.path.insert(0, str(ROOT))
 
-from stackrag.core.chunking import embedding_windows, split_document  # noqa: E402
-from stackrag.core.documents import extract_text  # noqa: E402
+from stackrag.content.chunking import embedding_windows, split_document  # noqa: E402
+from stackrag.content.documents import extract_text  # noqa: E402
 from stackrag.providers.inference.sentence_transformers import MiniLMEmbedder  # noqa: E402
 
 CHUNK_SIZE = 512

@@ -3,7 +3,7 @@
 - scale_latency.png  query p50/p99 against chunks (log x), Milvus Lite vs remote (scale.json)
 - ingest.png         ingestion chunks/s, server vs raw embedder (ingest_query.json)
 - rss.png            server RSS idle / after ingest / with the LLM (ingest_query, agent_turn, scale)
-- retrieval.png      retrieval quality per search mode (retrieval_eval.json)
+- retrieval.png      retrieval quality per dev set, first variant (retrieval_eval.json)
 A chart whose input is missing is skipped; missing keys are left out.
 
 Usage: .venv/bin/python bench/plot.py [--results bench/results]
@@ -138,23 +138,23 @@ def plot_rss(ingest: dict, agent: dict, scale: dict, out: Path) -> None:
 
 
 def plot_retrieval(retrieval: dict, out: Path) -> None:
-    modes = [m for m in ("vector", "keyword", "hybrid") if get(retrieval, m, "overall")]
-    if not modes:
+    """The first variant of bench/retrieval_eval.py: each metric per dev set and the mean over sets."""
+    variants = retrieval.get("variants") or {}
+    if not variants:
         return
-    metrics = [m for m in ("recall@1", "recall@3", "recall@5", "mrr@10", "ndcg@10")
-               if any(get(retrieval, mode, "overall", m) is not None for mode in modes)]
-    width = 0.8 / len(modes)
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for i, mode in enumerate(modes):
-        values = [get(retrieval, mode, "overall", m) or 0.0 for m in metrics]
-        bars = ax.bar([x + i * width for x in range(len(metrics))], values, width, label=mode)
+    name, variant = next(iter(variants.items()))
+    groups = {**{s: v["overall"] for s, v in variant["sets"].items()}, "mean": variant["mean"]["overall"]}
+    metrics = ("recall@1", "recall@5", "mrr@10", "ndcg@10")
+    width = 0.8 / len(groups)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for i, (group, overall) in enumerate(groups.items()):
+        values = [overall.get(m) or 0.0 for m in metrics]
+        bars = ax.bar([x + i * width for x in range(len(metrics))], values, width, label=group)
         bar_labels(ax, bars, "{:.2f}")
-    ax.set_xticks([x + width * (len(modes) - 1) / 2 for x in range(len(metrics))], metrics)
+    ax.set_xticks([x + width * (len(groups) - 1) / 2 for x in range(len(metrics))], metrics)
     ax.set_ylim(0, 1.25)
-    n = get(retrieval, "questions")
-    ax.set_title(f"Retrieval quality per mode ({n} dev questions)" if n else "Retrieval quality per mode",
-                 fontsize=10)
-    ax.legend(fontsize=8, loc="upper center", ncol=len(modes))
+    ax.set_title(f"Retrieval quality per dev set ({name})", fontsize=10)
+    ax.legend(fontsize=8, loc="upper center", ncol=len(groups))
     save(fig, out / "retrieval.png")
 
 

@@ -2,8 +2,8 @@
 vector-store ingestion throughput with 1 replica vs 2 sharing the job queue. Printed as JSON
 (bench/results/replicas.json).
 
-The stores: one PostgreSQL (tests/postgres_server.py) and one `milvus-lite server`
-(tests/milvus_servers.py), each started here. Query rows are bench/scale.py's: the torchtune docs
+The stores: one PostgreSQL (tests/postgres_server.py) and one Milvus (the C++ engine on a loopback
+port, tests/milvus_servers.py), each started here. Query rows are bench/scale.py's: the torchtune docs
 as 512-token chunks with real vectors, copied with noise to --rows rows, inserted with their
 embeddings through /v1/vector-io/insert.
 

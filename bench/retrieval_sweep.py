@@ -23,7 +23,7 @@ from retrieval_eval import evaluate
 
 sys.path.insert(0, str(ROOT))
 
-from stackrag.eval import ingest, load_questions  # noqa: E402
+from stackrag.cli.evaluation import ingest, load_questions  # noqa: E402
 
 # name: (chunk_size_in_tokens, ingestion settings)
 VARIANTS = {

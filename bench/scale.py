@@ -1,5 +1,6 @@
-"""Query latency against corpus size, on Milvus Lite (in the server's process) and on a Milvus server
-(`milvus-lite server` over gRPC, i.e. `remote::milvus`), printed as JSON.
+"""Query latency against corpus size, on the embedded Milvus (inline::milvus, the server's child) and on a
+Milvus server (the same C++ engine on a loopback port, tests/milvus_servers.py, i.e. `remote::milvus`),
+printed as JSON. bench/milvus_engines.py compares the embedded engine with the Milvus Lite 3 it replaced.
 
 Rows are synthetic but made of real material: the torchtune docs split at 512 tokens (MiniLM
 WordPiece tokens, as ingest_query.py does), each chunk embedded once (its windows averaged, as
@@ -50,8 +51,8 @@ from common import ROOT, cpu_seconds, header, rss_mb, start_server, tree_total, 
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from stackrag.core.chunking import embed_whole, split_document  # noqa: E402
-from stackrag.core.documents import extract_text  # noqa: E402
+from stackrag.content.chunking import embed_whole, split_document  # noqa: E402
+from stackrag.content.documents import extract_text  # noqa: E402
 from stackrag.providers.inference.sentence_transformers import MiniLMEmbedder  # noqa: E402
 from milvus_servers import lite_server_process  # noqa: E402  (tests/: the servers the tests start)
 
@@ -286,7 +287,7 @@ def run_lite(sizes: list[int], material, questions: list[str]) -> dict:
 
 
 def run_remote(sizes: list[int], material, questions: list[str]) -> dict:
-    result: dict = {"provider_type": "remote::milvus", "milvus": "milvus-lite server (gRPC, 127.0.0.1)"}
+    result: dict = {"provider_type": "remote::milvus", "milvus": "milvus-lite 2.5.1 C++ engine (gRPC, 127.0.0.1)"}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         with lite_server_process(data / "milvus") as (uri, mproc):

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from .errors import describe_validation_errors
+
 DEFAULT_PORT = 8321
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_CHAT_MODEL = "qwen2.5-coder-0.5b-instruct"
@@ -111,7 +113,7 @@ class ServerSettings(BaseModel):
 
 
 class FetchSettings(BaseModel):
-    """Bounds on fetching document URLs for users (see core/fetch.py)."""
+    """Bounds on fetching document URLs for users (see content/fetch.py)."""
 
     timeout_seconds: float = 30.0
     max_bytes: int = 50 * 1024 * 1024
@@ -124,13 +126,19 @@ class IngestionSettings(BaseModel):
     max_document_bytes: int = 50 * 1024 * 1024
     max_documents_per_request: int = 1000
     max_chunks_per_request: int = 100_000
-    embedding_batch_size: int = 32
+    # An HTML or PDF document's parse is stopped after this long (content/parsing.py).
+    parse_timeout_seconds: float = Field(default=30.0, gt=0)
     # How documents become chunks and what gets embedded; the defaults won the comparison in
     # docs/retrieval.md. "tokens": overlapping token windows. "structure": Markdown/reST chunks
     # follow sections and keep code blocks whole (other text still gets token windows).
-    chunking: Literal["tokens", "structure"] = "tokens"
+    # "sections": each document tiled once with embedding windows that follow its structure
+    # (Markdown, reST, and HTML and PDF, which are extracted as Markdown), chunks made of whole
+    # windows: every token embedded once (content/chunking.py:tile_document).
+    chunking: Literal["tokens", "structure", "sections"] = "tokens"
     # Embed each window as "title > section" + text (the stored text is unchanged).
     embed_titles: bool = False
+    # Index that line for keyword (BM25) search too.
+    index_titles: bool = False
     # Tokens per embedding window; None = as many as the embedding model reads.
     window_tokens: int | None = Field(default=None, ge=32)
 
@@ -141,6 +149,11 @@ class RetrievalSettings(BaseModel):
     mode: Literal["vector", "keyword", "hybrid"] = "hybrid"
     # Fusion of dense and keyword results in hybrid mode.
     ranker: dict[str, Any] = Field(default_factory=lambda: {"type": "rrf", "impact_factor": 60.0})
+    # What hybrid mode fuses: "rows" (the store's hybrid search: embedding windows, then the best
+    # window per chunk) or "chunks" (each leg ranks chunks by their best window, then fused here).
+    fusion: Literal["rows", "chunks"] = "rows"
+    # Chunks each leg of a "chunks" fusion ranks.
+    candidates: int = Field(default=50, ge=1, le=1000)
     # knowledge_search (rag-tool query, agents) answers "no relevant context" when the best chunk's
     # cosine similarity to the question is below this; None turns the check off.
     relevance_threshold: float | None = Field(default=0.4, ge=-1.0, le=1.0)
@@ -150,6 +163,11 @@ class RetrievalSettings(BaseModel):
     # None turns it off.
     term_coverage: float | None = Field(default=0.25, ge=0.0, le=1.0)
     trusted_similarity: float = Field(default=0.6, ge=-1.0, le=1.0)
+    # ... and also when the question holds a term that no row of the collection holds, and that
+    # the embedding model's vocabulary splits into at least `unknown_term_pieces` word pieces
+    # (1: any term; 2: not a common word), below `trusted_similarity`.
+    unknown_terms: bool = False
+    unknown_term_pieces: int = Field(default=2, ge=1, le=10)
     # A question this similar to "what do these documents cover?" gets each document's opening
     # passage instead of a search; None turns the overview off.
     overview_similarity: float | None = Field(default=0.45, ge=-1.0, le=1.0)
@@ -266,8 +284,10 @@ MIN_KEY_LENGTH = 16
 
 
 def apply_environment(config: RunConfig, env: dict[str, str] | None = None) -> RunConfig:
-    """Settings the environment gives whatever the config file says (secrets stay out of files)."""
+    """Settings the environment gives whatever the config file says (secrets stay out of files): a new
+    config, so that applying it twice adds each key once."""
     env = os.environ if env is None else env
+    config = config.model_copy(deep=True)
     if truthy(env.get("STACKRAG_ALLOW_PRIVATE_URLS")):
         config.fetch.allow_private_urls = True
     for name, access in (("STACKRAG_API_KEY", "read_write"), ("STACKRAG_READ_ONLY_API_KEY", "read_only")):
@@ -297,13 +317,5 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(f"config file {p} is invalid: {_first_errors(e)}") from e
+        raise ConfigError(f"config file {p} is invalid: {describe_validation_errors(e.errors(), limit=5)}") from e
     return cfg.with_builtin_defaults()
-
-
-def _first_errors(e: ValidationError) -> str:
-    parts = []
-    for err in e.errors()[:5]:
-        loc = ".".join(str(x) for x in err["loc"])
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)

@@ -1,8 +1,9 @@
 """Shared fixtures: real stackrag servers (subprocesses on free ports) over real Milvus, and the
 tutorial documents served over http from 127.0.0.1.
 
-One server per Milvus mode per session: `inline` (Milvus Lite in a temp dir) and `remote` (a
-`milvus-lite server` process reached over gRPC). Tests that take `stack` run in both modes.
+One server per Milvus mode per session: `inline` (the embedded Milvus engine, a child of the server,
+in a temp dir) and `remote` (the same C++ engine serving gRPC on a loopback port, started by the
+tests: a Milvus server with BM25). Tests that take `stack` run in both modes.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Server:
     config_path: Path
     process: subprocess.Popen
     log_path: Path
-    mode: str = "inline"  # which Milvus: inline (Lite in process) or remote (a Milvus server)
+    mode: str = "inline"  # which Milvus: inline (the embedded engine) or remote (a Milvus server)
 
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=120.0, **kwargs)
@@ -174,7 +175,7 @@ _servers: dict[str, Server] = {}
 
 @pytest.fixture(scope="session", params=["inline", "remote"])
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A running stackrag; the same tests run against Milvus Lite in process and a Milvus server."""
+    """A running stackrag; the same tests run against the embedded engine and a Milvus server."""
     mode = request.param
     data_dir = tmp_path_factory.mktemp(f"stackrag-{mode}")
     if mode == "inline":

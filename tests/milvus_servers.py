@@ -1,6 +1,8 @@
 """Milvus server processes for the remote-mode tests, on 127.0.0.1 only.
 
-- `lite_server`: `milvus-lite server`, the same gRPC protocol as a Milvus cluster (BM25, hybrid).
+- `lite_server`: the C++ Milvus engine of milvus-lite 2.5.1 (the one inline::milvus embeds,
+  located and checked by stackrag's milvus_engine.py) serving gRPC on a loopback port: a real Milvus
+  with BM25 full-text search, hybrid search and its rankers.
 - `milvus23_server`: a real Milvus 2.3 standalone (PyPI `milvus`), which has no BM25; it listens on
   every interface, so it only starts inside a private network namespace (see tests/run_slow.sh).
 """
@@ -88,14 +90,19 @@ def lite_server(data_dir: Path, port: int | None = None) -> Iterator[str]:
 
 @contextmanager
 def lite_server_process(data_dir: Path, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
-    """lite_server, also giving its process (bench/scale.py measures its memory)."""
+    """lite_server, also giving its process (bench/scale.py measures its memory). Started as the
+    engine's own wrapper starts it with an address: `milvus DB HOST:PORT LOG_LEVEL` (no lock file:
+    it runs until it is stopped)."""
+    from stackrag.providers.vector_io.milvus_engine import engine_environment, locate_engine
+
+    files = locate_engine()
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir / "milvus-lite-server.log"
-    exe = BIN / "milvus-lite"
-    cmd = [str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]
+    log_path = data_dir / "milvus-engine.log"
+    cmd = [str(files.executable), str(data_dir / "milvus.db"), f"127.0.0.1:{port}", "ERROR"]
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env=engine_environment(files), cwd=str(data_dir))
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_for_milvus(uri, process, log_path, timeout=60)

@@ -92,7 +92,7 @@ def test_rag_turn_events_follow_the_spec(agent_stack, rag_db):
 
 def test_a_question_the_documents_do_not_cover_is_declined(agent_stack, rag_db):
     """No relevant chunk: the agent says so, in the same event shape, instead of answering from memory."""
-    from stackrag.core.agents import NO_CONTEXT_ANSWER
+    from stackrag.services.agents import NO_CONTEXT_ANSWER
 
     _, _, payloads = rag_turn_events(agent_stack.url, rag_db, "What is the capital city of Australia?")
     turn = payloads[-1].turn

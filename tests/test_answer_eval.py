@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from conftest import SHARED
-from stackrag.eval import Question, declines, fact_recall, ingest, key_terms, load_questions, run_answer_eval
+from stackrag.cli.evaluation import Question, declines, fact_recall, ingest, key_terms, load_questions, run_answer_eval
 
 TUTORIAL_MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"  # mapped to the local model by the example config
 DOCS = ["tune_cli.rst", "tutorials/memory_optimizations.rst", "install.rst", "tutorials/lora_finetune.rst"]

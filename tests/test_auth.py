@@ -15,14 +15,16 @@ import pytest
 from llama_stack_client import AuthenticationError, LlamaStackClient, PermissionDeniedError
 
 from conftest import ROOT, new_id, start_server
+from stackrag.api.access import declared
+from stackrag.services.toolgroups import TOOLGROUPS
 
 WRITE_KEY = "rw-" + "a1b2c3d4" * 4
 READ_KEY = "ro-" + "e5f6a7b8" * 4
 
-# What a read-only key may POST: queries, inference and conversations (agents, sessions, turns,
-# responses). Every other POST and every DELETE is a write.
+# What a read-only key may POST, by name (a second opinion on the declarations the server makes:
+# queries, inference and conversations). Any other POST or DELETE declared a read fails the test.
 READING_POSTS = {
-    "/vector-io/query", "/tool-runtime/rag-tool/query", "/tool-runtime/invoke", "/vector_stores/{store_id}/search",
+    "/vector-io/query", "/tool-runtime/rag-tool/query", "/vector_stores/{store_id}/search",
     "/inference/chat-completion", "/inference/completion", "/inference/embeddings", "/chat/completions",
     "/completions", "/embeddings", "/responses", "/agents", "/agents/{agent_id}/session",
     "/agents/{agent_id}/session/{session_id}/turn", "/agents/{agent_id}/session/{session_id}/turn/{turn_id}/resume",
@@ -38,16 +40,23 @@ def secured(tmp_path_factory):
     server.stop()
 
 
-def routes(url: str) -> list[tuple[str, str]]:
+def routes(url: str) -> list[tuple[str, str, str]]:
+    """(method, path, declared access) of every operation, from the server's own OpenAPI schema."""
     spec = httpx.get(f"{url}/openapi.json", headers={"Authorization": f"Bearer {READ_KEY}"}).json()
-    return [(method.upper(), path) for path, ops in spec["paths"].items() for method in ops]
+    return [(method.upper(), path, declared(method.upper(), op)) for path, ops in spec["paths"].items()
+            for method, op in ops.items()]
 
 
-def is_write(method: str, path: str) -> bool:
-    if method == "GET":
-        return False
-    short = re.sub(r"^/v1(/openai/v1)?", "", path)
-    return method == "DELETE" or short not in READING_POSTS
+def test_the_declarations_agree_with_what_each_route_does(secured):
+    for method, path, access in routes(secured.url):
+        short = re.sub(r"^/v1(/openai/v1)?", "", path)
+        if method == "GET":
+            assert access == "read", (method, path)
+        elif short == "/tool-runtime/invoke":
+            assert access == "tool"
+        else:
+            assert access == ("read" if method == "POST" and short in READING_POSTS else "write"), (method, path)
+    assert [t.name for tools in TOOLGROUPS.values() for t in tools if t.writes] == ["insert_into_memory"]
 
 
 def call(url: str, method: str, path: str, key: str | None) -> httpx.Response:
@@ -61,7 +70,7 @@ def test_every_route_but_health_needs_a_key_and_read_only_keys_cannot_write(secu
     table = routes(secured.url)
     assert len(table) > 100
     writes = 0
-    for method, path in table:
+    for method, path, access in table:
         anonymous = call(secured.url, method, path, None)
         if path == "/v1/health":
             assert anonymous.status_code == 200
@@ -71,7 +80,7 @@ def test_every_route_but_health_needs_a_key_and_read_only_keys_cannot_write(secu
         assert "Authorization: Bearer" in anonymous.json()["detail"]
         assert call(secured.url, method, path, "wrong-" + WRITE_KEY).status_code == 401, (method, path)
         read_only = call(secured.url, method, path, READ_KEY)
-        if is_write(method, path):
+        if access == "write":
             writes += 1
             assert read_only.status_code == 403, (method, path, read_only.text)
             assert "read-only" in read_only.json()["detail"]
@@ -80,6 +89,16 @@ def test_every_route_but_health_needs_a_key_and_read_only_keys_cannot_write(secu
         # Past the key check: the route itself answers (400/404 for these made-up calls).
         assert call(secured.url, method, path, WRITE_KEY).status_code not in (401, 403), (method, path)
     assert writes > 30
+
+
+@pytest.mark.parametrize("tool", [t for tools in TOOLGROUPS.values() for t in tools], ids=lambda t: t.name)
+def test_a_tool_is_a_read_or_a_write_by_its_own_declaration(secured, tool):
+    r = httpx.post(f"{secured.url}/v1/tool-runtime/invoke", headers={"Authorization": f"Bearer {READ_KEY}"},
+                   json={"tool_name": tool.name, "kwargs": {}}, timeout=60)
+    if tool.writes:
+        assert r.status_code == 403 and tool.name in r.json()["detail"]
+    else:
+        assert r.status_code == 400  # past the key check: its missing kwargs are named
 
 
 def test_the_real_clients_send_their_keys(secured):
@@ -109,7 +128,7 @@ def test_the_real_clients_send_their_keys(secured):
 
     log = secured.log_path.read_text(errors="replace")
     assert WRITE_KEY not in log and READ_KEY not in log
-    assert "API keys required (1 read-write, 1 read-only)" in log
+    assert "API keys required (1 read-write, 1 read-only from the config" in log
 
 
 def test_the_cli_sends_stackrag_api_key(secured, tmp_path):

@@ -1,4 +1,4 @@
-"""Structure-aware chunking of Markdown and reST (core/sections.py, core/chunking.py) with the
+"""Structure-aware chunking of Markdown and reST (content/sections.py, content/chunking.py) with the
 embedding model's real tokenizer."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import SHARED
-from stackrag.core.chunking import split_document
-from stackrag.core.sections import blocks, markup_of
+from stackrag.content.chunking import split_document, tile_document
+from stackrag.content.sections import blocks, markup_of
 from stackrag.providers.inference.sentence_transformers import TOKENIZER_PACKAGE, WordPieceTokenizer
 from stackrag.providers.model_files import package_dir
 
@@ -78,3 +78,40 @@ def test_token_windows_are_the_fallback(tokenizer):
     text = "word " * 1000
     chunks = split_document(text, "d", 100, tokenizer, markup=None, structured=True)
     assert [c.metadata["token_count"] for c in chunks[:-1]] == [100] * (len(chunks) - 1)
+
+
+def _covered(text, tokenizer, chunks):
+    """How many windows read each token of the text."""
+    spans = [s for s in tokenizer.offsets(text) if s[1] > s[0]]
+    counts = [0] * len(spans)
+    for chunk in chunks:
+        assert [text[a:b] for a, b in chunk.window_offsets] == chunk.windows
+        for start, end in chunk.window_offsets:
+            for i, (a, b) in enumerate(spans):
+                if a >= start and b <= end:
+                    counts[i] += 1
+    return counts
+
+
+def test_tiling_embeds_each_token_once(tokenizer):
+    chunks = tile_document(MARKDOWN, "d", 128, tokenizer, lambda section: 60, markup="markdown")
+    assert all(c.metadata["token_count"] <= 128 for c in chunks)
+    assert all(tokenizer.count(w) <= 60 for c in chunks for w in c.windows)
+    assert set(_covered(MARKDOWN, tokenizer, chunks)) == {1}
+    # Windows follow the structure: the code block is one window, each chunk knows its section.
+    assert any("```bash" in w and w.endswith("thing --check\n```") for c in chunks for w in c.windows)
+    assert chunks[0].section == "Guide"
+    assert chunks[-1].section == "Guide > Use"
+    # Windows end at sentence ends.
+    assert all(w.rstrip().endswith((".", "```", ":", "Install", "Use", "Guide")) for c in chunks for w in c.windows)
+
+
+def test_tiling_cuts_an_overlong_sentence_with_a_little_overlap(tokenizer):
+    text = "word " * 600 + "end."
+    chunks = tile_document(text, "d", 512, tokenizer, lambda section: 254)
+    windows = [w for c in chunks for w in c.windows]
+    assert all(tokenizer.count(w) <= 254 for w in windows)
+    counts = _covered(text, tokenizer, chunks)
+    assert min(counts) == 1 and max(counts) == 2
+    # Only the cut needs the overlap: under 1.15 model passes per token.
+    assert sum(counts) / len(counts) < 1.15

@@ -25,9 +25,9 @@ from llama_stack_client import BadRequestError, LlamaStackClient
 
 from conftest import new_id
 from stackrag.config import FetchSettings
-from stackrag.core import fetch
-from stackrag.core.documents import document_text, extract_text, html_to_text, parse_data_url
-from stackrag.core.fetch import GuardedBackend, PrivateAddressError, check_address, fetch_url
+from stackrag.content import fetch
+from stackrag.content.documents import document_text, extract_text, html_to_text, parse_data_url
+from stackrag.content.fetch import GuardedBackend, PrivateAddressError, check_address, fetch_url
 from stackrag.errors import BadRequest, PayloadTooLarge
 
 
@@ -387,7 +387,8 @@ def test_https_sends_the_host_name_and_verifies_the_certificate(tmp_path: Path) 
 
 def test_html_is_reduced_to_readable_text(site: str) -> None:
     text = text_of(f"{site}/page.html", "text/html")
-    assert text == "Capybaras\n\nAbout capybaras\n\nCapybaras are the largest living rodents.\n\n- They swim.\n- They graze."
+    # Main content as Markdown: the page's <h1> names it (the <title> only when there is none).
+    assert text == "# About capybaras\n\nCapybaras are the largest living rodents.\n\n- They swim.\n- They graze."
     assert text_of(f"{site}/fragment") == "Fragment text"
 
 
@@ -395,7 +396,7 @@ def test_html_keeps_blocks_collapses_spaces_and_preserves_pre() -> None:
     html = ("<div>one  <span>two</span>\n three</div><div><div><p>nested</p></div></div>"
             "<p>a<br>b</p><table><tr><th>k</th><th>v</th></tr><tr><td>1</td><td>2</td></tr></table>"
             "<pre>def f():\n    return 1</pre><!-- hidden comment --><p hidden>secret</p>")
-    assert html_to_text(html) == "one two three\n\nnested\n\na\nb\n\nk v\n1 2\n\ndef f():\n    return 1"
+    assert html_to_text(html) == "one two three\n\nnested\n\na\nb\n\nk v\n1 2\n\n```\ndef f():\n    return 1\n```"
     assert html_to_text("<div>" * 5000 + "deep" + "</div>" * 5000) == "deep"
 
 

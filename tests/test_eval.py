@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from conftest import ROOT, SHARED
-from stackrag.eval import ndcg, recall_at, reciprocal_rank
+from stackrag.cli.evaluation import ndcg, recall_at, reciprocal_rank
 
 
 def test_metrics_on_known_rankings():

@@ -43,3 +43,70 @@ def test_milvus_down_gives_503_then_recovers(tmp_path):
     finally:
         http.close()
         server.stop()
+
+
+def test_embedded_engine_killed_gives_503_then_is_restarted(tmp_path):
+    """The embedded engine is a child of stackrag: killed, it is restarted within seconds; meanwhile
+    requests get a 503 saying so. A write the death cut short is removed once the engine is back
+    (without a restart of stackrag): the document is whole or absent."""
+    import os
+    import signal
+    import threading
+
+    import httpx
+    import numpy as np
+
+    from conftest import inline_vector_io
+    from test_persistence import engine_pid
+
+    server = start_server(tmp_path / "data", write_config(tmp_path / "run.yaml", inline_vector_io()))
+    http = server.client()
+    db = new_id("engine")
+    rng = np.random.default_rng(3)
+
+    def chunks(doc: str, n: int) -> list[dict]:
+        return [{"content": f"{doc} part {i}", "metadata": {"document_id": doc},
+                 "embedding": rng.standard_normal(384).astype(np.float32).tolist()} for i in range(n)]
+
+    def chunk_count() -> int:
+        listed = http.get("/v1/vector-dbs", params={"chunk_counts": "true"}).json()["data"]
+        return next(d for d in listed if d["identifier"] == db)["chunk_count"]
+
+    try:
+        http.post("/v1/vector-dbs", json={"vector_db_id": db, "embedding_model": "all-MiniLM-L6-v2"}).raise_for_status()
+        http.post("/v1/vector-io/insert", json={"vector_db_id": db, "chunks": [
+            {"content": "Milvus keeps the vectors.", "metadata": {"document_id": "m"}}]}).raise_for_status()
+        first = engine_pid(server)
+        os.kill(first, signal.SIGKILL)
+        r = http.post("/v1/vector-io/query", json={"vector_db_id": db, "query": "vectors"})
+        assert r.status_code == 503, r.text
+        assert "restarted" in r.json()["detail"] or "unreachable" in r.json()["detail"]
+        deadline = time.monotonic() + 15
+        while (r := http.post("/v1/vector-io/query", json={"vector_db_id": db, "query": "vectors"})).status_code != 200:
+            assert r.status_code == 503 and time.monotonic() < deadline, r.text
+            time.sleep(0.2)
+        assert r.json()["chunks"][0]["content"] == "Milvus keeps the vectors."
+        assert engine_pid(server) != first
+
+        # A large write (three Milvus inserts) cut by the engine's death.
+        result: dict = {}
+        sender = threading.Thread(target=lambda: result.update(r=httpx.post(
+            f"{server.url}/v1/vector-io/insert", json={"vector_db_id": db, "chunks": chunks("big", 2500)},
+            timeout=120)))
+        sender.start()
+        time.sleep(1.0)
+        os.kill(engine_pid(server), signal.SIGKILL)
+        sender.join()
+        assert result["r"].status_code in (200, 503), result["r"].text
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                count = chunk_count()
+                break
+            except (KeyError, StopIteration, TypeError):
+                assert time.monotonic() < deadline
+                time.sleep(0.3)
+        assert count == (2501 if result["r"].status_code == 200 else 1)
+    finally:
+        http.close()
+        server.stop()

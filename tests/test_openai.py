@@ -105,7 +105,7 @@ def test_search_with_and_without_filters(oai, store):
     strict = oai.vector_stores.search(vector_store_id=vs.id, query="fine-tuning",
                                       ranking_options={"score_threshold": 0.99})
     assert strict.data == []
-    with pytest.raises(BadRequestError, match="filter type"):
+    with pytest.raises(BadRequestError, match="filters.type"):
         oai.vector_stores.search(vector_store_id=vs.id, query="x", filters={"type": "like", "key": "a", "value": 1})
     with pytest.raises(BadRequestError, match="rewrite_query is not supported"):
         oai.vector_stores.search(vector_store_id=vs.id, query="x", rewrite_query=True)

@@ -21,8 +21,8 @@ def config_for(request, tmp_path):
         return write_config(data_dir / "run.yaml", remote_vector_io(request.getfixturevalue("lite_uri")))
 
     def milvus(data_dir, code: str, **values) -> object:
-        """Run `code` against the server's Milvus in a process of its own (Milvus Lite keeps its file
-        locked until the process that opened it exits), with `index` (a MilvusIndex) and `values`
+        """Run `code` against the server's Milvus in a process of its own (the embedded engine's
+        db_path is locked by the process that runs it), with `index` (a MilvusIndex) and `values`
         defined; it sets `result`, which comes back through JSON."""
         if request.param == "inline":
             args = ("inline::milvus", {"db_path": str(data_dir / "milvus.db")})
@@ -46,14 +46,24 @@ def config_for(request, tmp_path):
 
     def count_rows(data_dir, vector_db_id: str, document_id: str) -> int:
         return milvus(data_dir, (
-            "name = index.name_for(db)\n"
             "index.load(name)\n"
             "rows = index._call(lambda c: c.query(name, filter=f'document_id == \"{doc}\"', output_fields=['count(*)']))\n"
-            "result = rows[0]['count(*)']"), db=vector_db_id, doc=document_id)
+            "result = rows[0]['count(*)']"), name=collection(data_dir, vector_db_id), doc=document_id)
 
     make.count_rows = count_rows
     make.milvus = milvus
+    make.collection = collection
     return make
+
+
+def collection(data_dir, vector_db_id: str, namespace: str = "vector_dbs") -> str:
+    """The Milvus collection the registry gives a vector DB (each registration a name of its own)."""
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "registry.db") as registry:
+        row = registry.execute("SELECT value FROM records WHERE namespace = ? AND key = ?",
+                               (namespace, vector_db_id)).fetchone()
+    return json.loads(row[0])["collection"]
 
 
 def test_restart_keeps_vector_dbs_and_models(tmp_path, config_for):
@@ -92,7 +102,7 @@ def test_restart_keeps_vector_dbs_and_models(tmp_path, config_for):
 
 
 def test_no_config_file_runs_on_defaults(tmp_path):
-    """`stackrag run` with nothing but a data dir: Milvus Lite and MiniLM under that dir."""
+    """`stackrag run` with nothing but a data dir: the embedded Milvus engine and MiniLM under that dir."""
     data_dir = tmp_path / "defaults"
     server = start_server(data_dir, None)
     try:
@@ -110,9 +120,9 @@ def test_no_config_file_runs_on_defaults(tmp_path):
 
 @pytest.mark.parametrize("how", ["terminate", "kill"])
 def test_keyword_search_survives_a_restart(tmp_path, how):
-    """Milvus Lite's keyword index lives in the server: a clean stop saves it beside milvus.db, a
-    SIGKILL leaves none and the next start rebuilds it from the rows. Either way keyword search
-    finds the same rows, and later inserts and deletes are searched too."""
+    """The embedded engine keeps rows and BM25 statistics in its data file: after a clean stop or a
+    SIGKILL of stackrag (its engine then stops by itself: the lock it watches is gone), keyword search
+    finds the same rows at once, and later inserts and deletes are searched too."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     config = write_config(data_dir / "run.yaml", inline_vector_io())
@@ -125,13 +135,13 @@ def test_keyword_search_survives_a_restart(tmp_path, how):
             {"content": f"Note {i}: the lighthouse keeper lit the lamp.", "metadata": {"document_id": f"n{i}"}}
             for i in range(3)
         ] + [{"content": "Hedgehogs eat beetles.", "metadata": {"document_id": "hedgehog"}}])
+        engine = engine_pid(server)
     finally:
         if how == "kill":
             server.process.kill()
             server.process.wait()
         server.stop()
-    snapshots = list((data_dir / "milvus.db.keywords").glob("*.npz"))
-    assert len(snapshots) == (1 if how == "terminate" else 0)
+    assert_exits(engine)
 
     server = start_server(data_dir, config)
     try:
@@ -139,7 +149,6 @@ def test_keyword_search_survives_a_restart(tmp_path, how):
         keyword = {"mode": "keyword", "max_chunks": 5}
         hits = client.vector_io.query(vector_db_id=db, query="hedgehogs", params=keyword)
         assert [c.metadata["document_id"] for c in hits.chunks] == ["hedgehog"]
-        assert not list((data_dir / "milvus.db.keywords").glob("*.npz"))  # read, then removed
         client.vector_io.insert(vector_db_id=db, chunks=[
             {"content": "Hedgehogs hibernate in winter.", "metadata": {"document_id": "winter"}}])
         hits = client.vector_io.query(vector_db_id=db, query="hedgehogs", params=keyword)
@@ -148,6 +157,48 @@ def test_keyword_search_survives_a_restart(tmp_path, how):
         assert len(hits.chunks) == 3
     finally:
         server.stop()
+
+
+def engine_pid(server) -> int:
+    """The pid of a server's embedded engine, as its health says."""
+    import re
+
+    import httpx
+
+    providers = httpx.get(f"{server.url}/v1/providers", timeout=30).json()["data"]
+    message = next(p for p in providers if p["provider_id"] == "milvus")["health"]["message"]
+    return int(re.search(r"embedded C\+\+ engine, pid (\d+)", message).group(1))
+
+
+def assert_exits(pid: int, within: float = 15.0) -> None:
+    import os
+    import time
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the engine (pid {pid}) outlived its server by {within} s")
+
+
+def test_a_second_server_on_the_same_db_path_is_refused(tmp_path):
+    """One stackrag per db_path: the second gets a clear error naming the path and the holder, and
+    the first keeps serving."""
+    data_dir = tmp_path / "data"
+    config = write_config(tmp_path / "run.yaml", inline_vector_io())
+    first = start_server(data_dir, config)
+    try:
+        second = subprocess.run([sys.executable, "-m", "stackrag.cli", "run", "--port", "1", "--data-dir",
+                                 str(data_dir), "--config", str(config)], capture_output=True, text=True, timeout=120)
+        assert second.returncode != 0
+        assert f"{data_dir / 'milvus.db'} is in use by another process (pid {first.process.pid})" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert LlamaStackClient(base_url=first.url).vector_dbs.list() is not None
+    finally:
+        first.stop()
 
 
 def test_a_server_killed_during_ingestion_restarts_consistent(tmp_path, config_for):
@@ -243,8 +294,9 @@ def test_start_up_makes_milvus_match_the_registry(tmp_path, config_for):
             {"content": "The lighthouse keeper lit the lamp at dusk.", "metadata": {"document_id": "a"}}])
     finally:
         server.stop()
-    collections = "result = sorted(index.name_for(x) for x in ids if index.exists(index.name_for(x)))"
-    config_for.milvus(data_dir, "index.drop(index.name_for(lost))", lost=lost)
+    names = {db: collection(data_dir, db) for db in (kept, lost, ghost)}
+    collections = "result = sorted(x for x in names if index.exists(x))"
+    config_for.milvus(data_dir, "index.drop(name)", name=names[lost])
     with sqlite3.connect(data_dir / "registry.db") as registry:  # the unregister's first two steps
         registry.execute("UPDATE records SET namespace = 'vector_db_drops' WHERE namespace = 'vector_dbs' "
                          "AND key = ?", (ghost,))
@@ -262,8 +314,7 @@ def test_start_up_makes_milvus_match_the_registry(tmp_path, config_for):
         assert "finishing its unregister" in server.log_tail(200)
     finally:
         server.stop()
-    assert config_for.milvus(data_dir, collections, ids=[kept, lost, ghost]) == sorted(
-        config_for.milvus(data_dir, "result = [index.name_for(x) for x in ids]", ids=[kept, lost]))
+    assert config_for.milvus(data_dir, collections, names=list(names.values())) == sorted([names[kept], names[lost]])
     with sqlite3.connect(data_dir / "registry.db") as registry:
         assert registry.execute("SELECT count(*) FROM records WHERE namespace = 'vector_db_drops'").fetchone()[0] == 0
 

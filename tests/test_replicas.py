@@ -6,6 +6,7 @@ ingestion is run by exactly one replica, and taken over when that replica is kil
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -162,7 +163,7 @@ print(database.schema_version())
 
 def test_postgres_stores_and_concurrent_migrations(pg):
     from stackrag.config import FetchSettings, IngestionSettings
-    from stackrag.core.ingestion import INGESTS, Ingestion
+    from stackrag.services.ingestion import INGESTS, Ingestion
     from stackrag.storage.postgres import (MIGRATIONS, PostgresBlobStore, PostgresDatabase, PostgresJobQueue,
                                            PostgresRegistry)
 
@@ -259,6 +260,37 @@ def test_register_on_one_insert_on_the_other_query_both(cluster):
             assert answers[0] == answers[1] and answers[0]["metadata"]["document_ids"]
 
 
+def test_sixteen_writers_on_two_replicas_leave_one_whole_version(cluster):
+    """One document, one version across replicas: the metadata store's lock orders writers of one
+    (vector DB, document_id) wherever they run."""
+    db = new_id("one-version")
+    with cluster.a.client() as a:
+        assert a.post("/v1/vector-dbs", json={"vector_db_id": db, "embedding_model": "all-MiniLM-L6-v2"}).status_code == 200
+    versions = {n: " ".join(f"version{n} line {i} about the ferry timetable." for i in range(60)) for n in range(16)}
+
+    def write(n: int) -> int:
+        with (cluster.a if n % 2 else cluster.b).client() as client:
+            return client.post("/v1/tool-runtime/rag-tool/insert", json={
+                "vector_db_id": db, "documents": [{"document_id": "doc", "content": versions[n]}],
+                "chunk_size_in_tokens": 64}).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        assert list(pool.map(write, range(16))) == [200] * 16
+    with cluster.a.client() as a:
+        found = a.post("/v1/vector-io/query", json={"vector_db_id": db, "query": "ferry timetable",
+                                                     "params": {"max_chunks": 1000, "mode": "keyword"}}).json()["chunks"]
+    tags = {tag for c in found for tag in re.findall(r"version(\d+)", c["content"])}
+    assert len(tags) == 1, tags
+    alone = new_id("one-version")
+    with cluster.b.client() as b:
+        b.post("/v1/vector-dbs", json={"vector_db_id": alone, "embedding_model": "all-MiniLM-L6-v2"})
+        b.post("/v1/tool-runtime/rag-tool/insert", json={"vector_db_id": alone, "chunk_size_in_tokens": 64,
+               "documents": [{"document_id": "doc", "content": versions[int(next(iter(tags)))]}]})
+        reference = b.post("/v1/vector-io/query", json={"vector_db_id": alone, "query": "ferry timetable",
+                                                         "params": {"max_chunks": 1000, "mode": "keyword"}}).json()
+    assert len(found) == len(reference["chunks"])
+
+
 def test_agent_session_continues_on_the_other_replica(cluster):
     FakeChat.requests.clear()
     with cluster.a.client() as a, cluster.b.client() as b:
@@ -304,11 +336,12 @@ def rows_by_file(cluster: Cluster, store_id: str) -> dict[str, list[tuple[str, i
     """(chunk_id, window) of every row in the store's collection, by file, read from Milvus directly."""
     from pymilvus import MilvusClient
 
-    from stackrag.providers.vector_io.milvus import collection_name
-
+    # Each registration gets a collection of its own: the registry names it.
+    (value,), = cluster.sql("SELECT value FROM stackrag_records WHERE namespace = 'vector_dbs' AND key = %s",
+                            (store_id,))
     client = MilvusClient(uri=cluster.milvus_uri, token="root:Milvus")
     try:
-        rows = client.query(collection_name(store_id), filter="", limit=16_384,
+        rows = client.query(json.loads(value)["collection"], filter="", limit=16_384,
                             output_fields=["document_id", "chunk_id", "window"])
     finally:
         client.close()

@@ -238,7 +238,7 @@ def test_injection_shaped_filters_match_nothing_extra(guarded):
     assert [h.attributes["team"] for h in hits.data] == ["red"]
     r = httpx.post(f"{guarded.url}/v1/vector_stores/{store.id}/search", headers={"Authorization": f"Bearer {KEY}"},
                    json={"query": "x", "filters": {"type": "exec", "key": "team", "value": "red"}})
-    assert r.status_code == 400 and "filter type" in r.json()["detail"]
+    assert r.status_code == 400 and "filters.type" in r.json()["detail"]
 
 
 @pytest.mark.parametrize("file_id", ["..%2F..%2Fregistry.db", "..", "file-x%00.txt", "%2Fetc%2Fpasswd"])

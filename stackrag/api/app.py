@@ -7,18 +7,19 @@ import logging
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
 from ..config import RunConfig
-from ..core.stack import Stack, build_stack
+from ..services import stack as services
+from ..services.stack import Stack, build_stack
 from ..errors import StackError
-from . import openapi
+from . import access, openapi
 from .auth import ApiKeyAuth
-from .errors import error_response, openai_error
+from .errors import error_response, validation_response
 from .routes import (
     agents,
     inference,
@@ -39,6 +40,7 @@ from .routes import (
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
+MAX_ERRORS = 20
 
 
 OnReady = Callable[[Stack], Awaitable[None]]
@@ -52,7 +54,8 @@ def create_app(config: RunConfig, stack: Stack | None = None, on_ready: OnReady 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if getattr(app.state, "stack", None) is None:
             app.state.stack = await asyncio.to_thread(build_stack, config)
-        await asyncio.to_thread(app.state.stack.startup)
+        await asyncio.to_thread(services.start, app.state.stack)
+        _announce_keys(config, app.state.stack)
         await app.state.stack.replica.start()
         log.info("stackrag ready (data dir %s)", config.resolved_data_dir())
         task = asyncio.create_task(on_ready(app.state.stack)) if on_ready is not None else None
@@ -63,13 +66,15 @@ def create_app(config: RunConfig, stack: Stack | None = None, on_ready: OnReady 
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
             await app.state.stack.replica.stop()
-            await asyncio.to_thread(app.state.stack.close)
+            await asyncio.to_thread(services.close, app.state.stack)
 
     app = FastAPI(
         title="stackrag",
         version=__version__,
         description="A Llama Stack compatible RAG server on Milvus.",
         lifespan=lifespan,
+        # Once the route is known: a read-only key may not reach an operation declared a write.
+        dependencies=[Depends(access.enforce)],
     )
     app.state.stack = stack
     openapi.install(app)
@@ -85,16 +90,22 @@ def create_app(config: RunConfig, stack: Stack | None = None, on_ready: OnReady 
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_REQUEST_BYTES)
+    # Added last, so it runs first: a request without a valid key is refused before anything else.
+    app.add_middleware(ApiKeyAuth)
+    return app
+
+
+def _announce_keys(config: RunConfig, stack: Stack) -> None:
     keys = config.server.active_keys()
-    if keys:
-        # Added last, so it runs first: a request without a valid key is refused before anything else.
-        app.add_middleware(ApiKeyAuth, keys=keys)
-        log.info("API keys required (%d read-write, %d read-only)", sum(k.access == "read_write" for k in keys),
-                 sum(k.access == "read_only" for k in keys))
+    stored = [k for k in stack.keys.list() if not k.get("revoked_at")]
+    if keys or stored:
+        log.info("API keys required (%d read-write, %d read-only from the config; %d in the registry, %d scoped)",
+                 sum(k.access == "read_write" for k in keys), sum(k.access == "read_only" for k in keys),
+                 len(stored), sum(k.get("vector_dbs") is not None for k in stored))
     else:
         log.warning("AUTHENTICATION IS OFF: anyone who can reach this server can read and change the knowledge "
-                    "base. Set STACKRAG_API_KEY (or server.api_keys in the config) to require API keys.")
-    return app
+                    "base. Set STACKRAG_API_KEY (or server.api_keys in the config), or make keys with "
+                    "`stackrag keys create`, to require API keys.")
 
 
 async def _stack_error(request: Request, exc: Exception) -> JSONResponse:
@@ -104,25 +115,11 @@ async def _stack_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.message, exc.status_code)
 
 
-def describe_validation_errors(errors: list[Any]) -> str:
-    parts = []
-    for err in errors[:8]:
-        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
-        parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts)
-
-
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
-    ]
-    # `detail` names the fields for people; `error.detail.errors` is Llama Stack's own shape.
-    message = f"Invalid request: {describe_validation_errors(errors)}"
-    return JSONResponse(
-        {"detail": message, "error": {"detail": {"errors": errors}, **openai_error(message, 400)}},
-        status_code=400,
-    )
+    # A hostile body can carry thousands of errors: the first few say what to fix.
+    return validation_response([{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                                for e in exc.errors()[:MAX_ERRORS]])
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

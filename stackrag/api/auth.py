@@ -1,21 +1,22 @@
 """API keys: `Authorization: Bearer <key>` on every route but /v1/health and the playground page,
 read-only or read-write.
 
-A read-only key may read, query and chat (agents, sessions, turns, responses, conversations,
-inference); a write is anything that inserts, registers, uploads, changes or deletes what the
-knowledge base holds. Keys are kept as sha256 digests and never logged or echoed.
+This middleware authenticates (401) and records the key's access and scope in the request's state;
+what a read-only key may do is decided per operation once the route is known (access.py), what a
+scoped key may see by the services (services/tenancy.py). Keys come from the run config and the
+environment, and from the registry (`stackrag keys`: services/keys.py); without any key at all
+authentication is off. Keys are kept as sha256 digests and never logged or echoed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
-import re
 import socket
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..config import ApiKey
+from ..services.keys import KeyService
 from .errors import error_response
 
 log = logging.getLogger(__name__)
@@ -24,16 +25,6 @@ log = logging.getLogger(__name__)
 # it and then ask the user for a key.
 OPEN_PATHS = frozenset({"/v1/health", "/"})
 OPEN_PREFIXES = ("/playground/",)
-# POSTs that only read the knowledge base or hold a conversation, after the /v1 or /v1/openai/v1
-# prefix. Every other POST and every DELETE changes stored data.
-_READING_POSTS = re.compile(
-    r"^/("
-    r"vector-io/query|tool-runtime/rag-tool/query|tool-runtime/invoke|vector_stores/[^/]+/search"
-    r"|inference/[^/]+|chat/completions|completions|embeddings|responses"
-    r"|agents|agents/[^/]+/session|agents/[^/]+/session/[^/]+/turn(/[^/]+/resume)?"
-    r"|conversations(/[^/]+(/items)?)?"
-    r")$"
-)
 
 
 def is_loopback(host: str) -> bool:
@@ -48,29 +39,16 @@ def is_loopback(host: str) -> bool:
             return False
 
 
-def changes_data(method: str, path: str) -> bool:
-    if method in ("GET", "HEAD", "OPTIONS"):
-        return False
-    if method != "POST":
-        return True
-    for prefix in ("/v1/openai/v1", "/v1"):
-        if path.startswith(prefix + "/"):
-            return not _READING_POSTS.match(path[len(prefix):])
-    return True
-
-
-def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
-
-
 class ApiKeyAuth:
-    def __init__(self, app: ASGIApp, keys: list[ApiKey]):
+    def __init__(self, app: ASGIApp):
         self.app = app
-        # A dict lookup on digests compares no secret byte by byte, so timing tells nothing useful.
-        self._access = {_digest(k.key.get_secret_value()): k.access for k in keys if k.key is not None}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["path"].startswith(OPEN_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        keys: KeyService = scope["app"].state.stack.keys
+        if not keys.active():
             await self.app(scope, receive, send)
             return
         token = _bearer(scope)
@@ -78,14 +56,12 @@ class ApiKeyAuth:
             await _refuse(scope, receive, send, 401, "this server needs an API key: send the header "
                           "`Authorization: Bearer <key>` (api_key= in the llama-stack and openai clients)")
             return
-        access = self._access.get(_digest(token))
-        if access is None:
+        key = keys.resolve(token)
+        if key is None:
             await _refuse(scope, receive, send, 401, "the API key is not valid for this server")
             return
-        if access == "read_only" and changes_data(scope["method"], scope["path"]):
-            await _refuse(scope, receive, send, 403, f"this API key is read-only: {scope['method']} "
-                          f"{scope['path']} changes stored data and needs a read-write key")
-            return
+        state = scope.setdefault("state", {})
+        state["key_access"], state["tenant"] = key.access, key.tenant
         await self.app(scope, receive, send)
 
 

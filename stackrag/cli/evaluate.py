@@ -29,7 +29,7 @@ def evaluate(questions: str, corpus: str, url: str, mode: str, chunk_size: int, 
     from rich.console import Console
     from rich.table import Table
 
-    from ..eval import load_questions, run_answer_eval, run_eval
+    from .evaluation import load_questions, run_answer_eval, run_eval
 
     vector_db_id = f"eval-{uuid.uuid4().hex[:10]}"
     try:

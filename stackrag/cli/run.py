@@ -34,7 +34,7 @@ def run(config_path: str | None, host: str | None, port: int | None, data_dir: s
 
     try:
         config = load_config(config_path)
-        apply_environment(config)
+        config = apply_environment(config)
         check_workers(config, workers)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -42,7 +42,8 @@ def run(config_path: str | None, host: str | None, port: int | None, data_dir: s
         config.data_dir = data_dir
     host = host or config.server.host
     port = port or config.server.port
-    if not config.server.active_keys() and not is_loopback(host) and not config.server.allow_unauthenticated:
+    if (not is_loopback(host) and not config.server.allow_unauthenticated and not config.server.active_keys()
+            and not _stored_keys(config)):
         raise click.ClickException(
             f"refusing to serve on {host} without API keys: anyone who can reach it could read and change "
             "the knowledge base. Set STACKRAG_API_KEY (or server.api_keys in the config), or set "
@@ -58,5 +59,26 @@ def run(config_path: str | None, host: str | None, port: int | None, data_dir: s
         from .demo import demo_seeder
 
         on_ready = demo_seeder(demo_docs)
-    app = create_app(config, on_ready=on_ready)
+    from ..services.stack import build_stack
+    from ..errors import StackError
+
+    try:
+        # Built here, not in the app's start-up, so that a store that cannot open (a db_path another
+        # server holds, a missing engine) ends `run` with its message instead of a traceback.
+        stack = build_stack(config)
+    except StackError as exc:
+        raise click.ClickException(exc.message) from exc
+    app = create_app(config, stack=stack, on_ready=on_ready)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+
+
+def _stored_keys(config) -> bool:
+    """Whether the registry holds an active key (`stackrag keys create`)."""
+    from ..services.keys import KeyService
+    from ..storage import open_storage
+
+    storage = open_storage(config)
+    try:
+        return any(not k.get("revoked_at") for k in KeyService(storage.registry).list())
+    finally:
+        storage.close()

@@ -1,11 +1,30 @@
-"""The small protocols every provider kind implements. Services depend on these, never on a backend."""
+"""The small protocols every provider kind implements. Services depend on these, never on a backend.
+
+A provider class is built by the registry (registry.py) as `Class(provider_id, provider_type, config,
+data_dir)` and says what it serves in `serves`: "embedding" and/or "llm" (inference), "vectors"
+(vector_io).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol, Sequence
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, ClassVar, Protocol, Sequence
 
 import numpy as np
+
+
+class Provider(Protocol):
+    serves: ClassVar[frozenset[str]]
+    provider_id: str
+
+    def health(self) -> dict[str, str]: ...
+
+    def close(self) -> None: ...
+
+
+# What the registry calls: (provider_id, provider_type, config, data_dir) -> the provider.
+ProviderFactory = Callable[[str, str, dict[str, Any], Path], Provider]
 
 
 class Tokenizer(Protocol):
@@ -80,12 +99,14 @@ class IndexCapabilities:
     keyword: bool
     hybrid: bool
     note: str = ""
+    # The dense index type (of the collection, else of new collections): HNSW on a Milvus server, one
+    # the embedded engine allows (AUTOINDEX) there.
+    dense_index: str = ""
 
 
-class VectorIndex(Protocol):
+class VectorIndex(Provider, Protocol):
     """A vector DB's storage in one backend (one Milvus collection per vector DB)."""
 
-    provider_id: str
     provider_type: str
 
     def create(self, name: str, dimension: int) -> None: ...
@@ -134,6 +155,27 @@ class VectorIndex(Protocol):
     def health(self) -> dict[str, str]: ...
 
     def close(self) -> None: ...
+
+
+class ModelProvider(Provider, Protocol):
+    """An inference provider: embedding models, chat models, or both."""
+
+    def verify(self, provider_model_id: str) -> str | None:
+        """That the model could load, without loading it (`stackrag doctor`): a description, or None
+        when it cannot be checked from here (a remote API); raises StackError."""
+        ...
+
+    def embedder(self, provider_model_id: str) -> Embedder: ...
+
+    def chat_model(self, provider_model_id: str) -> ChatModel: ...
+
+    def start(self, provider_model_id: str) -> None:
+        """At server start-up: begin loading the model in the background (a no-op for remote ones)."""
+        ...
+
+    def key_from_provider_data(self, provider_data: dict[str, Any]) -> str | None:
+        """The caller's own key for this provider in X-LlamaStack-Provider-Data, if any."""
+        ...
 
 
 @dataclass

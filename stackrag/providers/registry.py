@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
+
+from .protocols import Provider, ProviderFactory
 
 
 @dataclass(frozen=True)
 class ProviderSpec:
     api: str
     provider_type: str
-    target: str  # "module:Class", imported only when a config uses it
+    # "module:Class", imported only when a config uses it; None: served by the services themselves.
+    target: str | None
 
 
 PROVIDERS: dict[str, ProviderSpec] = {
@@ -29,7 +33,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
         ),
         ProviderSpec("vector_io", "inline::milvus", "stackrag.providers.vector_io.milvus:MilvusIndex"),
         ProviderSpec("vector_io", "remote::milvus", "stackrag.providers.vector_io.milvus:MilvusIndex"),
-        ProviderSpec("tool_runtime", "inline::rag-runtime", ""),
+        ProviderSpec("tool_runtime", "inline::rag-runtime", None),
     ]
 }
 
@@ -39,6 +43,12 @@ def lookup(api: str, provider_type: str) -> ProviderSpec | None:
     return spec if spec is not None and spec.api == api else None
 
 
-def load_class(spec: ProviderSpec) -> Any:
+def factory(spec: ProviderSpec) -> ProviderFactory:
+    if spec.target is None:
+        raise ValueError(f"{spec.provider_type} is served by the services, not a provider class")
     module_name, _, class_name = spec.target.partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    return cast(ProviderFactory, getattr(importlib.import_module(module_name), class_name))
+
+
+def create(spec: ProviderSpec, provider_id: str, config: dict[str, Any], data_dir: Path) -> Provider:
+    return factory(spec)(provider_id, spec.provider_type, dict(config), data_dir)

@@ -1,18 +1,18 @@
 """PostgreSQL behind the storage protocols, for several replicas sharing one database: the registry
 (records), file contents and the job queue, in tables prefixed `stackrag_`.
 
-Services call the store from worker threads (asyncio.to_thread), so connections come from a small
-pool, one per thread at a time; each is in autocommit mode (every statement is its own transaction)
-except the migration. psycopg is the optional `postgres` extra, imported only when configured.
+Services call the store from worker threads (asyncio.to_thread), so connections come from
+psycopg-pool's bounded pool, checked before each use (a connection PostgreSQL closed is replaced);
+each is in autocommit mode (every statement is its own transaction) except the migration and key
+locks. psycopg is the optional `postgres` extra, imported only when configured.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import uuid
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
 from ..errors import Unavailable
@@ -21,8 +21,10 @@ from .jobs import Job
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Connections kept open between calls; more may exist while many threads work at once.
-MAX_IDLE_CONNECTIONS = 8
+# Connections a process may hold at once: its worker threads (asyncio's default pool is 32), plus a
+# few for key locks held while Milvus writes.
+MIN_CONNECTIONS = 1
+MAX_CONNECTIONS = 40
 CONNECT_TIMEOUT_SECONDS = 10
 # Replicas that start at once migrate one after the other under this transaction-level lock.
 MIGRATION_LOCK = 0x737461636B726167  # "stackrag"
@@ -56,48 +58,52 @@ class PostgresDatabase:
     def __init__(self, host: str, port: int, db: str, user: str, password: str | None):
         try:
             import psycopg
+            from psycopg_pool import ConnectionPool
         except ImportError as exc:
-            raise Unavailable("metadata_store type postgres needs psycopg: pip install 'stackrag[postgres]'") from exc
+            raise Unavailable("metadata_store type postgres needs psycopg and psycopg-pool: "
+                              "pip install 'stackrag[postgres]'") from exc
         self._psycopg = psycopg
-        self._params = {"host": host, "port": port, "dbname": db, "user": user, "password": password,
-                        "connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": "stackrag"}
+        params = {"host": host, "port": port, "dbname": db, "user": user, "password": password,
+                  "connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": "stackrag"}
         self.location = f"{user}@{host}:{port}/{db}"
-        self._idle: list[Any] = []
-        self._lock = threading.Lock()
-        self.migrate()
-
-    def _connect(self) -> Any:
+        self._pool = ConnectionPool(kwargs={**params, "autocommit": True}, min_size=MIN_CONNECTIONS,
+                                    max_size=MAX_CONNECTIONS, timeout=CONNECT_TIMEOUT_SECONDS, open=False,
+                                    check=ConnectionPool.check_connection, name="stackrag")
         try:
-            return self._psycopg.connect(autocommit=True, **self._params)
-        except self._psycopg.OperationalError as exc:
+            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
+        except Exception as exc:  # PoolTimeout and friends: the server is not there
+            self._pool.close()
             raise Unavailable(f"PostgreSQL at {self.location} is unreachable: {_first_line(exc)}") from exc
+        self.migrate()
 
     @contextmanager
     def connection(self) -> Iterator[Any]:
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None or conn.closed:
-            conn = self._connect()
         try:
-            yield conn
-        finally:
-            with self._lock:
-                if conn.closed or conn.broken or len(self._idle) >= MAX_IDLE_CONNECTIONS:
-                    conn.close()
-                else:
-                    self._idle.append(conn)
+            with self._pool.connection() as conn:
+                yield conn
+        except self._psycopg.OperationalError as exc:
+            raise Unavailable(f"PostgreSQL at {self.location} failed: {_first_line(exc)}") from exc
+        except Exception as exc:
+            if type(exc).__name__ == "PoolTimeout":
+                raise Unavailable(f"PostgreSQL at {self.location}: no connection within "
+                                  f"{CONNECT_TIMEOUT_SECONDS} s ({_first_line(exc)})") from exc
+            raise
 
     def run(self, fn: Callable[[Any], T]) -> T:
-        """fn(connection); a pooled connection that died (PostgreSQL restarted) is replaced once."""
-        for attempt in (1, 2):
-            with self.connection() as conn:
-                try:
-                    return fn(conn)
-                except self._psycopg.OperationalError as exc:
-                    conn.close()
-                    if attempt == 2:
-                        raise Unavailable(f"PostgreSQL at {self.location} failed: {_first_line(exc)}") from exc
-        raise AssertionError("unreachable")
+        """fn(connection) on a pooled connection, checked before use (PostgreSQL may have restarted)."""
+        with self.connection() as conn:
+            return fn(conn)
+
+    @contextmanager
+    def locked(self, keys: list[str]) -> Iterator[None]:
+        """Hold `keys` against every process on this database until the block ends: transaction-level
+        advisory locks, taken in sorted order (no deadlock), released at commit or when the holder's
+        connection dies with its process."""
+        with self.connection() as conn:
+            with conn.transaction():
+                for key in sorted(set(keys)):
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+                yield
 
     def migrate(self) -> None:
         def apply(conn: Any) -> None:
@@ -117,10 +123,7 @@ class PostgresDatabase:
         return self.run(lambda c: c.execute("SELECT max(version) FROM stackrag_schema").fetchone()[0] or 0)
 
     def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+        self._pool.close()
 
 
 class PostgresRegistry:
@@ -151,6 +154,9 @@ class PostgresRegistry:
         cur = self._db.run(lambda c: c.execute(
             "DELETE FROM stackrag_records WHERE namespace = %s AND key = %s", (namespace, key)))
         return cur.rowcount > 0
+
+    def locked(self, keys: list[str]) -> AbstractContextManager[None]:
+        return self._db.locked(keys)
 
     def close(self) -> None:
         self._db.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,6 +36,10 @@ class Registry(Protocol):
     def list(self, namespace: str) -> list[dict[str, Any]]: ...
 
     def delete(self, namespace: str, key: str) -> bool: ...
+
+    def locked(self, keys: list[str]) -> AbstractContextManager[None]:
+        """Hold `keys` exclusively against every process that shares this store, for the block."""
+        ...
 
     def close(self) -> None: ...
 
@@ -98,6 +103,10 @@ class SQLiteRegistry:
         with self._lock:
             cur = self._conn.execute("DELETE FROM records WHERE namespace = ? AND key = ?", (namespace, key))
         return cur.rowcount > 0
+
+    def locked(self, keys: list[str]) -> AbstractContextManager[None]:
+        # One process owns the file, and it serialises its own writers (services/ingestion.py).
+        return nullcontext()
 
     def close(self) -> None:
         with self._lock:

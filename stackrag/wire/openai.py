@@ -1,96 +1,240 @@
-"""Request shapes of the OpenAI-compatible API (files, vector stores, chat, embeddings). Responses
-are OpenAI's JSON objects, built by the services; llama-stack extras are accepted alongside."""
+"""Request and response shapes of the OpenAI-compatible API (files, vector stores, chat, embeddings,
+responses' inputs); llama-stack extras are accepted alongside. Nested shapes are typed: chunking
+strategies, attribute filters (recursive), ranking options, attributes, messages."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field, field_validator
+
+from .common import bounded_list, MAX_QUERIES, MAX_QUERY_CHARS, Int, Lenient, Number, RequestBody, ResourceId
+from .llama_stack import Ranker
+
+# OpenAI's limits on attributes and metadata: 16 keys, keys <= 64 characters, strings <= 512.
+AttributeValue = Union[Annotated[str, Field(max_length=512)], bool, Int, Number]
 
 
-class Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+def _attribute_keys(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if len(value) > 16:
+        raise ValueError("may hold at most 16 keys")
+    for key in value:
+        if not 1 <= len(key) <= 64:
+            raise ValueError(f"key {key[:20]!r} must be 1 to 64 characters")
+    return value
 
 
-class VectorStoreCreate(Lenient):
-    name: str | None = None
-    file_ids: list[str] = Field(default_factory=list)
-    chunking_strategy: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
+Attributes = Annotated[dict[str, AttributeValue], Field()]
+
+
+class StaticChunking(Lenient):
+    max_chunk_size_tokens: Annotated[Int, Field(ge=100, le=4096)]
+    chunk_overlap_tokens: Annotated[Int, Field(ge=0)] = 0
+
+
+class StaticChunkingStrategy(Lenient):
+    type: Literal["static"]
+    static: StaticChunking
+
+    @field_validator("static")
+    @classmethod
+    def _overlap(cls, static: StaticChunking) -> StaticChunking:
+        if static.chunk_overlap_tokens > static.max_chunk_size_tokens // 2:
+            raise ValueError("chunk_overlap_tokens must be at most half of max_chunk_size_tokens")
+        return static
+
+
+class AutoChunkingStrategy(Lenient):
+    type: Literal["auto"]
+
+
+ChunkingStrategy = Annotated[Union[AutoChunkingStrategy, StaticChunkingStrategy], Field(discriminator="type")]
+
+
+class ComparisonFilter(Lenient):
+    type: Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "nin"]
+    key: Annotated[str, Field(min_length=1, max_length=64)]
+    value: AttributeValue | bounded_list(AttributeValue, 1000)
+
+
+class CompoundFilter(Lenient):
+    type: Literal["and", "or"]
+    filters: bounded_list(Union[ComparisonFilter, CompoundFilter], 64, 1)
+
+
+Filter = Union[ComparisonFilter, CompoundFilter]
+CompoundFilter.model_rebuild()
+
+
+class RankingOptions(Lenient):
+    # OpenAI names a ranker ("auto", "default-2024-11-15", "none"); Llama Stack also takes an object.
+    ranker: Annotated[str, Field(max_length=64)] | Ranker | None = None
+    score_threshold: Annotated[Number, Field(ge=-1, le=1)] | None = None
+
+
+class VectorStoreCreate(RequestBody):
+    name: Annotated[str, Field(max_length=256)] | None = None
+    file_ids: bounded_list(ResourceId, 500) = Field(default_factory=list)
+    chunking_strategy: ChunkingStrategy | None = None
+    metadata: Attributes | None = None
     expires_after: dict[str, Any] | None = None
-    embedding_model: str | None = None
-    embedding_dimension: int | None = None
-    provider_id: str | None = None
+    embedding_model: ResourceId | None = None
+    embedding_dimension: Int | None = None
+    provider_id: ResourceId | None = None
+
+    _keys = field_validator("metadata")(_attribute_keys)
 
 
-class VectorStoreUpdate(Lenient):
-    name: str | None = None
-    metadata: dict[str, Any] | None = None
+class VectorStoreUpdate(RequestBody):
+    name: Annotated[str, Field(max_length=256)] | None = None
+    metadata: Attributes | None = None
     expires_after: dict[str, Any] | None = None
 
-
-class VectorStoreFileCreate(Lenient):
-    file_id: str
-    attributes: dict[str, Any] | None = None
-    chunking_strategy: dict[str, Any] | None = None
+    _keys = field_validator("metadata")(_attribute_keys)
 
 
-class VectorStoreFileUpdate(Lenient):
-    attributes: dict[str, Any]
+class VectorStoreFileCreate(RequestBody):
+    file_id: ResourceId
+    attributes: Attributes | None = None
+    chunking_strategy: ChunkingStrategy | None = None
+
+    _keys = field_validator("attributes")(_attribute_keys)
 
 
-class FileBatchCreate(Lenient):
-    file_ids: list[str]
-    attributes: dict[str, Any] | None = None
-    chunking_strategy: dict[str, Any] | None = None
+class VectorStoreFileUpdate(RequestBody):
+    attributes: Attributes
+
+    _keys = field_validator("attributes")(_attribute_keys)
 
 
-class VectorStoreSearch(Lenient):
-    query: str | list[str]
-    filters: dict[str, Any] | None = None
-    max_num_results: int | None = None
-    ranking_options: dict[str, Any] | None = None
+class FileBatchCreate(RequestBody):
+    file_ids: bounded_list(ResourceId, 500, 1)
+    attributes: Attributes | None = None
+    chunking_strategy: ChunkingStrategy | None = None
+
+    _keys = field_validator("attributes")(_attribute_keys)
+
+
+Query = Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)]
+
+
+class VectorStoreSearch(RequestBody):
+    query: Query | bounded_list(Query, MAX_QUERIES, 1)
+    filters: Filter | None = None
+    max_num_results: Annotated[Int, Field(ge=1, le=50)] | None = None
+    ranking_options: RankingOptions | None = None
     rewrite_query: bool | None = False
-    search_mode: str | None = None
+    search_mode: Literal["vector", "keyword", "hybrid"] | None = None
 
 
-class ChatCompletionCreate(Lenient):
-    model: str
-    messages: list[dict[str, Any]]
+class ChatMessage(Lenient):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | bounded_list(dict[str, Any], 1000) | None = None
+    tool_calls: bounded_list(dict[str, Any], 64) | None = None
+    tool_call_id: Annotated[str, Field(max_length=256)] | None = None
+    name: Annotated[str, Field(max_length=256)] | None = None
+
+
+class ChatCompletionCreate(RequestBody):
+    model: ResourceId
+    messages: bounded_list(ChatMessage, 10_000, 1)
     stream: bool | None = False
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: Any = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    stop: str | list[str] | None = None
+    tools: bounded_list(dict[str, Any], 128) | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[Number, Field(ge=0, le=1)] | None = None
+    max_tokens: Annotated[Int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[Int, Field(ge=1)] | None = None
+    stop: Annotated[str, Field(max_length=256)] | bounded_list(str, 16) | None = None
     stream_options: dict[str, Any] | None = None
 
 
-class CompletionCreate(Lenient):
-    model: str
-    prompt: str | list[str]
-    max_tokens: int | None = None
-    temperature: float | None = None
+class CompletionCreate(RequestBody):
+    model: ResourceId
+    prompt: str | bounded_list(str, 64, 1)
+    max_tokens: Annotated[Int, Field(ge=1)] | None = None
+    temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
     stream: bool | None = False
 
 
-class EmbeddingCreate(Lenient):
-    model: str
-    input: str | list[str]
-    encoding_format: str | None = "float"
-    dimensions: int | None = None
+class EmbeddingCreate(RequestBody):
+    model: ResourceId
+    input: str | bounded_list(str, 2048, 1)
+    encoding_format: Literal["float", "base64"] | None = "float"
+    dimensions: Int | None = None
 
 
-class ConversationCreate(Lenient):
-    items: list[dict[str, Any]] | None = None
-    metadata: dict[str, Any] | None = None
+class ConversationCreate(RequestBody):
+    items: bounded_list(dict[str, Any], 1000) | None = None
+    metadata: Attributes | None = None
 
 
-class ConversationUpdate(Lenient):
-    metadata: dict[str, Any]
+class ConversationUpdate(RequestBody):
+    metadata: Attributes
 
 
-class ConversationItemsCreate(Lenient):
-    items: list[dict[str, Any]]
+class ConversationItemsCreate(RequestBody):
+    items: bounded_list(dict[str, Any], 1000)
+
+
+class Deleted(BaseModel):
+    id: str
+    object: str
+    deleted: bool = True
+
+
+
+# -- responses -----------------------------------------------------------------------------------
+
+
+class InputMessage(Lenient):
+    type: Literal["message"] = "message"
+    role: Literal["user", "assistant", "system", "developer"]
+    content: Annotated[str, Field(max_length=1_000_000)] | bounded_list(dict[str, Any], 1000)
+    id: Annotated[str, Field(max_length=256)] | None = None
+
+
+class OtherInputItem(Lenient):
+    """An earlier tool call or result: carried along by clients, nothing the local loop needs."""
+
+    type: Annotated[str, Field(max_length=64)]
+
+    @field_validator("type")
+    @classmethod
+    def _not_message(cls, value: str) -> str:
+        if value == "message":
+            raise ValueError("a message item needs a role of user, assistant, system or developer")
+        return value
+
+
+class FileSearchTool(Lenient):
+    type: Literal["file_search"]
+    vector_store_ids: bounded_list(ResourceId, 16, 1)
+    filters: Filter | None = None
+    max_num_results: Annotated[Int, Field(ge=1, le=50)] | None = None
+    ranking_options: RankingOptions | None = None
+
+
+class ConversationRef(Lenient):
+    id: ResourceId
+
+
+class ResponseCreate(RequestBody):
+    model: ResourceId
+    input: Annotated[str, Field(min_length=1, max_length=1_000_000)] | Annotated[
+        list[Union[InputMessage, OtherInputItem]], Field(min_length=1, max_length=1000)]
+    instructions: Annotated[str, Field(max_length=100_000)] | None = None
+    tools: bounded_list(FileSearchTool, 8) | None = None
+    include: bounded_list(Annotated[str, Field(max_length=128)], 16) | None = None
+    temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[Number, Field(ge=0, le=1)] | None = None
+    max_output_tokens: Annotated[Int, Field(ge=1)] | None = None
+    previous_response_id: ResourceId | None = None
+    conversation: ResourceId | ConversationRef | None = None
+    store: bool | None = True
+    metadata: Attributes | None = None
+    stream: bool | None = False
+
+    _keys = field_validator("metadata")(_attribute_keys)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 
-from ...core.stack import Stack
+from ...services.stack import Stack
 from ...wire.llama_stack import (
     AgentCreated,
     CreateAgentRequest,
@@ -15,15 +15,17 @@ from ...wire.llama_stack import (
     PaginatedList,
     SessionCreated,
 )
+from ..access import READ, WRITE
 from ..deps import get_stack, provider_api_key
 from ..sse import sse_response
+from .. import routing
 
-router = APIRouter()
+router = routing.router()
 
 
-@router.post("/v1/agents", response_model=AgentCreated)
+@router.post("/v1/agents", response_model=AgentCreated, openapi_extra=READ)
 async def create_agent(body: CreateAgentRequest, stack: Stack = Depends(get_stack)) -> AgentCreated:
-    return AgentCreated(agent_id=stack.agents.create_agent(body.agent_config))
+    return AgentCreated(agent_id=stack.agents.create_agent(body.agent_config.model_dump(mode="json", exclude_none=True)))
 
 
 @router.get("/v1/agents", response_model=PaginatedList)
@@ -36,12 +38,12 @@ async def get_agent(agent_id: str, stack: Stack = Depends(get_stack)) -> dict[st
     return stack.agents.get_agent(agent_id)
 
 
-@router.delete("/v1/agents/{agent_id}")
+@router.delete("/v1/agents/{agent_id}", openapi_extra=WRITE)
 async def delete_agent(agent_id: str, stack: Stack = Depends(get_stack)) -> None:
     stack.agents.delete_agent(agent_id)
 
 
-@router.post("/v1/agents/{agent_id}/session", response_model=SessionCreated)
+@router.post("/v1/agents/{agent_id}/session", response_model=SessionCreated, openapi_extra=READ)
 async def create_session(agent_id: str, body: CreateSessionRequest, stack: Stack = Depends(get_stack)) -> SessionCreated:
     return SessionCreated(session_id=stack.agents.create_session(agent_id, body.session_name))
 
@@ -61,17 +63,20 @@ async def get_session(agent_id: str, session_id: str, stack: Stack = Depends(get
     return _session(stack.agents.get_session(agent_id, session_id))
 
 
-@router.delete("/v1/agents/{agent_id}/session/{session_id}")
+@router.delete("/v1/agents/{agent_id}/session/{session_id}", openapi_extra=WRITE)
 async def delete_session(agent_id: str, session_id: str, stack: Stack = Depends(get_stack)) -> None:
     stack.agents.delete_session(agent_id, session_id)
 
 
-@router.post("/v1/agents/{agent_id}/session/{session_id}/turn")
+@router.post("/v1/agents/{agent_id}/session/{session_id}/turn", openapi_extra=READ)
 async def create_turn(agent_id: str, session_id: str, body: CreateTurnRequest, request: Request,
                       stack: Stack = Depends(get_stack)) -> Any:
-    agent, session = stack.agents.prepare_turn(agent_id, session_id, body.messages, body.toolgroups, body.documents)
+    messages = [m.model_dump(mode="json", exclude_none=True) for m in body.messages]
+    toolgroups = [g if isinstance(g, str) else g.model_dump(mode="json") for g in body.toolgroups or []] or None
+    documents = [d.model_dump(mode="json", exclude_none=True) for d in body.documents or []] or None
+    agent, session = stack.agents.prepare_turn(agent_id, session_id, messages, toolgroups, documents)
     api_key = provider_api_key(request, stack, agent["agent_config"]["model"])
-    payloads = stack.agents.run_turn(agent, session, body.messages, body.toolgroups, api_key)
+    payloads = stack.agents.run_turn(agent, session, messages, toolgroups, api_key)
     if body.stream:
         return sse_response(_chunks(payloads))
     # Llama Stack answers 501 here; a whole Turn is more useful and has the same shape as the stream's last event.
@@ -98,6 +103,6 @@ async def get_step(agent_id: str, session_id: str, turn_id: str, step_id: str,
     return {"step": stack.agents.get_step(agent_id, session_id, turn_id, step_id)}
 
 
-@router.post("/v1/agents/{agent_id}/session/{session_id}/turn/{turn_id}/resume")
+@router.post("/v1/agents/{agent_id}/session/{session_id}/turn/{turn_id}/resume", openapi_extra=READ)
 async def resume_turn(agent_id: str, session_id: str, turn_id: str, stack: Stack = Depends(get_stack)) -> None:
     stack.agents.resume_turn(agent_id, session_id, turn_id)

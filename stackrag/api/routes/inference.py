@@ -4,33 +4,41 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 
-from ...core.inference import Completion, Delta, Sampling, generate
-from ...core.messages import to_openai, tool_definition_to_openai
-from ...core.stack import Stack
-from ...core.text import content_as_text
+from ...services.inference import Completion, Delta, Sampling, generate
+from ...services.messages import to_openai, tool_definition_to_openai
+from ...services.stack import Stack
+from ...content.text import content_as_text
 from ...errors import BadRequest
-from ...wire.llama_stack import ChatCompletionRequest, CompletionRequest, EmbeddingsRequest, EmbeddingsResponse
+from ...wire.llama_stack import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    ToolConfig,
+)
+from ..access import READ
 from ..deps import get_stack, provider_api_key
 from ..sse import sse_response
+from .. import routing
 
-router = APIRouter()
+router = routing.router()
 
 
-def _tool_choice(value: Any, tool_config: dict[str, Any] | None) -> Any:
-    choice = (tool_config or {}).get("tool_choice") or value or "auto"
+def _tool_choice(value: str | None, tool_config: ToolConfig | None) -> Any:
+    choice = (tool_config.tool_choice if tool_config else None) or value or "auto"
     if choice in ("auto", "required", "none"):
         return choice
     return {"type": "function", "function": {"name": str(choice)}}
 
 
-@router.post("/v1/inference/chat-completion")
+@router.post("/v1/inference/chat-completion", openapi_extra=READ)
 async def chat_completion(body: ChatCompletionRequest, request: Request, stack: Stack = Depends(get_stack)) -> Any:
     model = stack.models.chat_model(body.model_id)
-    messages = [to_openai(m, f"messages[{i}]") for i, m in enumerate(body.messages)]
-    tools = [tool_definition_to_openai(t) for t in body.tools or []]
-    sampling = Sampling.parse(body.sampling_params)
+    messages = [to_openai(m.model_dump(exclude_none=True), f"messages[{i}]") for i, m in enumerate(body.messages)]
+    tools = [tool_definition_to_openai(t.model_dump(exclude_none=True)) for t in body.tools or []]
+    sampling = Sampling.of(body.sampling_params)
     api_key = provider_api_key(request, stack, body.model_id)
     items = generate(model, messages, sampling, tools or None, _tool_choice(body.tool_choice, body.tool_config) if tools else None,
                      api_key)
@@ -59,11 +67,11 @@ async def _chat_events(items: AsyncIterator[Delta | Completion]) -> AsyncIterato
         yield chunk("complete", {"type": "text", "text": ""}, item.stop_reason)
 
 
-@router.post("/v1/inference/completion")
+@router.post("/v1/inference/completion", openapi_extra=READ)
 async def completion(body: CompletionRequest, stack: Stack = Depends(get_stack)) -> Any:
     model = stack.models.chat_model(body.model_id)
     prompt = content_as_text(body.content, "content")
-    sampling = Sampling.parse(body.sampling_params)
+    sampling = Sampling.of(body.sampling_params)
     chunks = model.complete(prompt, sampling.max_tokens, sampling.temperature)
     if body.stream:
         return sse_response(_completion_events(chunks))
@@ -84,11 +92,10 @@ async def _completion_events(chunks: AsyncIterator[Any]) -> AsyncIterator[dict[s
                "logprobs": None}
 
 
-@router.post("/v1/inference/embeddings", response_model=EmbeddingsResponse)
+@router.post("/v1/inference/embeddings", response_model=EmbeddingsResponse, openapi_extra=READ)
 async def embeddings(body: EmbeddingsRequest, stack: Stack = Depends(get_stack)) -> EmbeddingsResponse:
     if body.output_dimension is not None:
         raise BadRequest("output_dimension is not supported by this embedding model")
-    embedder = stack.models.embedder(body.model_id)
     texts = [content_as_text(c, f"contents[{i}]") for i, c in enumerate(body.contents)]
-    vectors = await stack.embed_whole(embedder, texts)
+    vectors = await stack.models.embed(body.model_id, texts)
     return EmbeddingsResponse(embeddings=vectors.tolist())

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 
 from ... import LLAMA_STACK_API_VERSION
-from ...core.stack import ProviderInfo as StackProvider
-from ...core.stack import Stack
+from ...services.stack import ProviderInfo as StackProvider
+from ...services.stack import Stack
 from ...errors import NotFound
 from ...wire.llama_stack import HealthInfo, ListResponse, ProviderHealth, ProviderInfo, RouteInfo, VersionInfo
 from ..deps import get_stack
 from ..redaction import redact
+from .. import routing
 
-router = APIRouter()
+router = routing.router()
 
 
 @router.get("/v1/health", response_model=HealthInfo)
@@ -30,7 +31,7 @@ async def version() -> VersionInfo:
 async def _provider_info(info: StackProvider) -> ProviderInfo:
     if info.note:
         health = ProviderHealth(status="Not Implemented", message=info.note)
-    elif hasattr(info.instance, "health"):
+    elif info.instance is not None:
         health = ProviderHealth(**await asyncio.to_thread(info.instance.health))
     else:
         health = ProviderHealth(status="OK")

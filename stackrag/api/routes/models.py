@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
-from ...core.records import ModelRecord
-from ...core.stack import Stack
+from ...services.records import ModelRecord
+from ...services.stack import Stack
 from ...wire.llama_stack import Model, RegisterModelRequest
+from ..access import WRITE
 from ..deps import get_stack
+from .. import routing
 
-router = APIRouter()
-openai_router = APIRouter()
+router = routing.router()
+openai_router = routing.router()
 
 
 def to_wire(record: ModelRecord) -> Model:
@@ -41,7 +43,7 @@ async def list_openai_models(stack: Stack = Depends(get_stack)) -> dict[str, Any
     return {"object": "list", "data": [merged(m) for m in stack.models.list()]}
 
 
-@router.post("/v1/models", response_model=Model)
+@router.post("/v1/models", response_model=Model, openapi_extra=WRITE)
 async def register_model(body: RegisterModelRequest, stack: Stack = Depends(get_stack)) -> Model:
     record = stack.models.register(
         body.model_id, body.provider_model_id, body.provider_id, body.metadata, body.model_type
@@ -54,6 +56,6 @@ async def get_model(model_id: str, stack: Stack = Depends(get_stack)) -> dict[st
     return merged(stack.models.get(model_id))
 
 
-@router.delete("/v1/models/{model_id:path}")
+@router.delete("/v1/models/{model_id:path}", openapi_extra=WRITE)
 async def unregister_model(model_id: str, stack: Stack = Depends(get_stack)) -> None:
     stack.models.unregister(model_id)

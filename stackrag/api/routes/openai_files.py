@@ -4,22 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import Depends, File, Form, UploadFile
 from fastapi.responses import Response
 
-from ...core.pagination import page
-from ...core.stack import Stack
+from ...services.pagination import page
+from ...services.stack import Stack
 from ...errors import PayloadTooLarge
+from ..access import WRITE
 from ..deps import get_stack
+from .. import routing
 
-router = APIRouter()
+router = routing.router()
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "content_type"}
 
 
-@router.post("/files")
+@router.post("/files", openapi_extra=WRITE)
 async def upload(file: UploadFile = File(...), purpose: str = Form(...), stack: Stack = Depends(get_stack)) -> Any:
     limit = stack.files.max_bytes
     data = await file.read(limit + 1)
@@ -51,7 +53,7 @@ async def content(file_id: str, stack: Stack = Depends(get_stack)) -> Response:
                     headers={"Content-Disposition": "attachment", "X-Content-Type-Options": "nosniff"})
 
 
-@router.delete("/files/{file_id}")
+@router.delete("/files/{file_id}", openapi_extra=WRITE)
 async def delete(file_id: str, stack: Stack = Depends(get_stack)) -> Any:
-    stack.files.delete(file_id)
+    await stack.vector_stores.delete_file(file_id)
     return {"id": file_id, "object": "file", "deleted": True}

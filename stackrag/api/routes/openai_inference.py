@@ -8,27 +8,27 @@ import time
 import uuid
 from typing import Any, AsyncIterator
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 
-from ...core.inference import Completion, Delta, Sampling, generate
-from ...core.stack import Stack
-from ...core.text import content_as_text
+from ...services.inference import Completion, Delta, Sampling, generate
+from ...services.stack import Stack
+from ...content.text import content_as_text
 from ...errors import BadRequest
-from ...wire.openai import ChatCompletionCreate, CompletionCreate, EmbeddingCreate
+from ...wire.openai import ChatCompletionCreate, ChatMessage, CompletionCreate, EmbeddingCreate
+from ..access import READ
 from ..deps import get_stack, provider_api_key
 from ..sse import sse_response
+from .. import routing
 
-router = APIRouter()
+router = routing.router()
 
 
-def _messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     out = []
     for i, m in enumerate(messages):
-        role = m.get("role")
-        if role not in ("system", "developer", "user", "assistant", "tool"):
-            raise BadRequest(f"messages[{i}].role {role!r} is not supported")
-        message = {**m, "role": "system" if role == "developer" else role,
-                   "content": content_as_text(m.get("content"), f"messages[{i}].content", sep="\n")}
+        message = m.model_dump(exclude_none=True)
+        message.update(role="system" if m.role == "developer" else m.role,
+                       content=content_as_text(m.content, f"messages[{i}].content", sep="\n"))
         out.append(message)
     return out
 
@@ -44,7 +44,7 @@ def _openai_calls(completion: Completion) -> list[dict[str, Any]]:
              "function": {"name": c["tool_name"], "arguments": c["arguments_json"]}} for c in completion.tool_calls]
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", openapi_extra=READ)
 async def chat_completions(body: ChatCompletionCreate, request: Request, stack: Stack = Depends(get_stack)) -> Any:
     model = stack.models.chat_model(body.model)
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
@@ -91,7 +91,7 @@ async def _chat_chunks(items: AsyncIterator[Delta | Completion], response_id: st
         yield chunk({}, _finish(item))
 
 
-@router.post("/completions")
+@router.post("/completions", openapi_extra=READ)
 async def completions(body: CompletionCreate, stack: Stack = Depends(get_stack)) -> Any:
     if isinstance(body.prompt, list):
         if len(body.prompt) != 1:
@@ -120,18 +120,13 @@ async def completions(body: CompletionCreate, stack: Stack = Depends(get_stack))
     return shape(text, finish or "stop")
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", openapi_extra=READ)
 async def embeddings(body: EmbeddingCreate, stack: Stack = Depends(get_stack)) -> Any:
     if body.dimensions is not None:
         raise BadRequest("dimensions is not supported by this embedding model")
-    if body.encoding_format not in (None, "float", "base64"):
-        raise BadRequest("encoding_format must be 'float' or 'base64'")
     texts = [body.input] if isinstance(body.input, str) else body.input
-    if not texts:
-        raise BadRequest("input must not be empty")
-    embedder = stack.models.embedder(body.model)
-    vectors = await stack.embed_whole(embedder, texts)
-    tokens = sum(embedder.tokenizer.count(t) for t in texts)
+    vectors = await stack.models.embed(body.model, texts)
+    tokens = sum(stack.models.embedder(body.model).tokenizer.count(t) for t in texts)
     return {"object": "list", "model": body.model,
             "data": [{"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
                      for i, v in enumerate(vectors)],

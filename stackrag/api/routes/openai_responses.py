@@ -4,27 +4,25 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import Depends, Request
 
-from ...core.pagination import page
-from ...core.stack import Stack
-from ...errors import BadRequest
-from ...wire.openai import ConversationCreate, ConversationItemsCreate, ConversationUpdate
+from ...services.pagination import page
+from ...services.stack import Stack
+from ...wire.openai import ConversationCreate, ConversationItemsCreate, ConversationUpdate, ResponseCreate
+from ..access import READ, WRITE
 from ..deps import get_stack, provider_api_key
 from ..sse import sse_response
+from .. import routing
 
-router = APIRouter()
+router = routing.router()
 
 
-@router.post("/responses")
-async def create_response(request: Request, body: dict[str, Any] = Body(...), stack: Stack = Depends(get_stack)) -> Any:
-    if not isinstance(body.get("model"), str):
-        raise BadRequest("model is required")
-    body = {**body, "_api_key": provider_api_key(request, stack, body["model"])}
-    events = stack.responses.create(body)
+@router.post("/responses", openapi_extra=READ)
+async def create_response(body: ResponseCreate, request: Request, stack: Stack = Depends(get_stack)) -> Any:
+    events = stack.responses.create(body, provider_api_key(request, stack, body.model))
     # Validate before any byte is sent: the first event comes only after the checks.
     first = await events.__anext__()
-    if body.get("stream"):
+    if body.stream:
         return sse_response(_prepend(first, events), done_sentinel=True)
     last = first
     async for event in events:
@@ -52,13 +50,13 @@ async def input_items(response_id: str, stack: Stack = Depends(get_stack)) -> An
             "first_id": items[0]["id"] if items else None, "last_id": items[-1]["id"] if items else None}
 
 
-@router.delete("/responses/{response_id}")
+@router.delete("/responses/{response_id}", openapi_extra=WRITE)
 async def delete_response(response_id: str, stack: Stack = Depends(get_stack)) -> Any:
     stack.responses.delete(response_id)
     return {"id": response_id, "object": "response", "deleted": True}
 
 
-@router.post("/conversations")
+@router.post("/conversations", openapi_extra=READ)
 async def create_conversation(body: ConversationCreate, stack: Stack = Depends(get_stack)) -> Any:
     return stack.responses.create_conversation(body.metadata, body.items)
 
@@ -68,18 +66,18 @@ async def get_conversation(conversation_id: str, stack: Stack = Depends(get_stac
     return stack.responses.get_conversation(conversation_id)
 
 
-@router.post("/conversations/{conversation_id}")
+@router.post("/conversations/{conversation_id}", openapi_extra=READ)
 async def update_conversation(conversation_id: str, body: ConversationUpdate, stack: Stack = Depends(get_stack)) -> Any:
     return stack.responses.update_conversation(conversation_id, body.metadata)
 
 
-@router.delete("/conversations/{conversation_id}")
+@router.delete("/conversations/{conversation_id}", openapi_extra=WRITE)
 async def delete_conversation(conversation_id: str, stack: Stack = Depends(get_stack)) -> Any:
     stack.responses.delete_conversation(conversation_id)
     return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
 
-@router.post("/conversations/{conversation_id}/items")
+@router.post("/conversations/{conversation_id}/items", openapi_extra=READ)
 async def add_items(conversation_id: str, body: ConversationItemsCreate, stack: Stack = Depends(get_stack)) -> Any:
     items = stack.responses.add_items(conversation_id, body.items)
     return {"object": "list", "data": items, "has_more": False,
@@ -100,7 +98,7 @@ async def get_item(conversation_id: str, item_id: str, stack: Stack = Depends(ge
     return stack.responses.get_item(conversation_id, item_id)
 
 
-@router.delete("/conversations/{conversation_id}/items/{item_id}")
+@router.delete("/conversations/{conversation_id}/items/{item_id}", openapi_extra=WRITE)
 async def delete_item(conversation_id: str, item_id: str, stack: Stack = Depends(get_stack)) -> Any:
     stack.responses.delete_item(conversation_id, item_id)
     return stack.responses.get_conversation(conversation_id)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
-from ...core.pagination import page
-from ...core.stack import Stack
+from ...services.pagination import page
+from ...services.stack import Stack
 from ...errors import BadRequest
 from ...wire.openai import (
     FileBatchCreate,
@@ -17,9 +17,11 @@ from ...wire.openai import (
     VectorStoreSearch,
     VectorStoreUpdate,
 )
+from ..access import READ, WRITE
 from ..deps import get_stack
+from .. import routing
 
-router = APIRouter()
+router = routing.router()
 
 
 def _no_expiry(expires_after: dict[str, Any] | None) -> None:
@@ -27,7 +29,7 @@ def _no_expiry(expires_after: dict[str, Any] | None) -> None:
         raise BadRequest("expires_after is not supported: vector stores are kept until deleted")
 
 
-@router.post("/vector_stores")
+@router.post("/vector_stores", openapi_extra=WRITE)
 async def create(body: VectorStoreCreate, stack: Stack = Depends(get_stack)) -> Any:
     _no_expiry(body.expires_after)
     return await stack.vector_stores.create(body.name, body.file_ids, body.chunking_strategy, body.metadata,
@@ -45,35 +47,34 @@ async def retrieve(store_id: str, stack: Stack = Depends(get_stack)) -> Any:
     return stack.vector_stores.get(store_id)
 
 
-@router.post("/vector_stores/{store_id}")
+@router.post("/vector_stores/{store_id}", openapi_extra=WRITE)
 async def update(store_id: str, body: VectorStoreUpdate, stack: Stack = Depends(get_stack)) -> Any:
     _no_expiry(body.expires_after)
     return stack.vector_stores.update(store_id, body.name, body.metadata)
 
 
-@router.delete("/vector_stores/{store_id}")
+@router.delete("/vector_stores/{store_id}", openapi_extra=WRITE)
 async def delete(store_id: str, stack: Stack = Depends(get_stack)) -> Any:
     await stack.vector_stores.delete(store_id)
     return {"id": store_id, "object": "vector_store.deleted", "deleted": True}
 
 
-@router.post("/vector_stores/{store_id}/search")
+@router.post("/vector_stores/{store_id}/search", openapi_extra=READ)
 async def search(store_id: str, body: VectorStoreSearch, stack: Stack = Depends(get_stack)) -> Any:
     if body.rewrite_query:
         raise BadRequest("rewrite_query is not supported: send the query as you want it searched")
-    page_ = await stack.vector_stores.search(store_id, body.query, body.filters, body.max_num_results,
+    found = await stack.vector_stores.search(store_id, body.query, body.filters, body.max_num_results,
                                              body.ranking_options, body.search_mode)
-    page_["data"] = [{k: v for k, v in r.items() if not k.startswith("_")} for r in page_["data"]]
-    return page_
+    return found.wire()
 
 
-@router.post("/vector_stores/{store_id}/files")
+@router.post("/vector_stores/{store_id}/files", openapi_extra=WRITE)
 async def attach(store_id: str, body: VectorStoreFileCreate, stack: Stack = Depends(get_stack)) -> Any:
     return _file(stack.vector_stores.attach(store_id, body.file_id, body.attributes, body.chunking_strategy))
 
 
 def _file(entry: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in entry.items() if k != "filename"}
+    return {k: v for k, v in entry.items() if k not in ("filename", "attachment")}
 
 
 @router.get("/vector_stores/{store_id}/files")
@@ -90,7 +91,7 @@ async def retrieve_file(store_id: str, file_id: str, stack: Stack = Depends(get_
     return _file(stack.vector_stores.get_file(store_id, file_id))
 
 
-@router.post("/vector_stores/{store_id}/files/{file_id}")
+@router.post("/vector_stores/{store_id}/files/{file_id}", openapi_extra=WRITE)
 async def update_file(store_id: str, file_id: str, body: VectorStoreFileUpdate,
                       stack: Stack = Depends(get_stack)) -> Any:
     return _file(stack.vector_stores.update_file(store_id, file_id, body.attributes))
@@ -105,13 +106,13 @@ async def file_content(store_id: str, file_id: str, stack: Stack = Depends(get_s
             "file_id": file_id, "filename": entry["filename"], "attributes": entry["attributes"], "content": content}
 
 
-@router.delete("/vector_stores/{store_id}/files/{file_id}")
+@router.delete("/vector_stores/{store_id}/files/{file_id}", openapi_extra=WRITE)
 async def detach(store_id: str, file_id: str, stack: Stack = Depends(get_stack)) -> Any:
     await stack.vector_stores.detach(store_id, file_id)
     return {"id": file_id, "object": "vector_store.file.deleted", "deleted": True}
 
 
-@router.post("/vector_stores/{store_id}/file_batches")
+@router.post("/vector_stores/{store_id}/file_batches", openapi_extra=WRITE)
 async def create_batch(store_id: str, body: FileBatchCreate, stack: Stack = Depends(get_stack)) -> Any:
     return stack.vector_stores.create_batch(store_id, body.file_ids, body.attributes, body.chunking_strategy)
 
@@ -129,6 +130,6 @@ async def batch_files(store_id: str, batch_id: str, limit: int | None = None, or
     return result
 
 
-@router.post("/vector_stores/{store_id}/file_batches/{batch_id}/cancel")
+@router.post("/vector_stores/{store_id}/file_batches/{batch_id}/cancel", openapi_extra=WRITE)
 async def cancel_batch(store_id: str, batch_id: str, stack: Stack = Depends(get_stack)) -> Any:
     return stack.vector_stores.cancel_batch(store_id, batch_id)

@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import Depends, Response
 
-from ...core.stack import Stack
+from ...services.stack import Stack
 from ...wire.llama_stack import RAGInsertRequest, RAGQueryRequest, RAGQueryResult
+from ..access import READ, WRITE
 from ..deps import get_stack
+from .. import routing
 
-router = APIRouter()
+router = routing.router()
 
 
-@router.post("/v1/tool-runtime/rag-tool/insert")
+@router.post("/v1/tool-runtime/rag-tool/insert", openapi_extra=WRITE)
 async def rag_insert(body: RAGInsertRequest, response: Response, stack: Stack = Depends(get_stack)) -> None:
-    vector_db, index, embedder = stack.target(body.vector_db_id)
-    documents = [d.model_dump() for d in body.documents]
-    chunk_size = 512 if body.chunk_size_in_tokens is None else body.chunk_size_in_tokens
-    stats = await stack.ingestion.insert_documents(vector_db, index, embedder, documents, chunk_size)
+    stats = await stack.rag.insert(body.vector_db_id, body.documents, body.chunk_size_in_tokens)
     # The body stays null as in Llama Stack; the counts ride along for progress bars.
     response.headers["x-stackrag-chunks"] = str(stats.chunks)
     response.headers["x-stackrag-windows"] = str(stats.windows)
 
 
-@router.post("/v1/tool-runtime/rag-tool/query", response_model=RAGQueryResult)
+@router.post("/v1/tool-runtime/rag-tool/query", response_model=RAGQueryResult, openapi_extra=READ)
 async def rag_query(body: RAGQueryRequest, stack: Stack = Depends(get_stack)) -> RAGQueryResult:
-    config = stack.retrieval.rag_config(body.query_config)
-    result = await stack.knowledge_search(body.vector_db_ids, body.content, config)
+    result = await stack.rag.query(body.vector_db_ids, body.content, body.query_config)
     return RAGQueryResult.model_validate({"content": result.content, "metadata": result.metadata})

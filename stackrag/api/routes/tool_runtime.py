@@ -4,34 +4,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends, Request
+from pydantic import ValidationError
 
-from ...core.stack import Stack
-from ...core.toolgroups import TOOLGROUPS
-from ...errors import BadRequest, NotFound
-from ...wire.llama_stack import InvokeToolRequest, ListResponse, ToolDef, ToolInvocationResult, ToolParameter
+from ...errors import NotFound, bad_request_from
+from ...services.stack import Stack
+from ...services.toolgroups import TOOLGROUPS, tool_named
+from ...wire.llama_stack import (
+    InsertIntoMemoryArgs,
+    InvokeToolRequest,
+    KnowledgeSearchArgs,
+    ListResponse,
+    ToolDef,
+    ToolInvocationResult,
+    ToolParameter,
+)
+from ..access import BY_TOOL, require_write
 from ..deps import get_stack
+from .. import routing
 
-router = APIRouter()
+router = routing.router()
 
 
-@router.post("/v1/tool-runtime/invoke", response_model=ToolInvocationResult)
-async def invoke_tool(body: InvokeToolRequest, stack: Stack = Depends(get_stack)) -> ToolInvocationResult:
-    kwargs = body.kwargs
-    if body.tool_name == "knowledge_search":
-        ids = kwargs.get("vector_db_ids")
-        if not isinstance(ids, list):
-            raise BadRequest("kwargs.vector_db_ids must be a list of vector DB ids")
-        config = stack.retrieval.rag_config(kwargs.get("query_config"))
-        result = await stack.knowledge_search(ids, kwargs.get("query") or "", config)
-        return ToolInvocationResult(content=result.content, metadata=result.metadata)
-    if body.tool_name == "insert_into_memory":
-        vector_db, index, embedder = stack.target(str(kwargs.get("vector_db_id") or ""))
-        documents = kwargs.get("documents") or []
-        stats = await stack.ingestion.insert_documents(vector_db, index, embedder, documents,
-                                                       int(kwargs.get("chunk_size_in_tokens") or 512))
-        return ToolInvocationResult(content=None, metadata={"chunks": stats.chunks})
-    raise NotFound(f"Tool {body.tool_name!r} not found; this server runs knowledge_search and insert_into_memory")
+@router.post("/v1/tool-runtime/invoke", response_model=ToolInvocationResult, openapi_extra=BY_TOOL)
+async def invoke_tool(body: InvokeToolRequest, request: Request, stack: Stack = Depends(get_stack)) -> ToolInvocationResult:
+    tool = tool_named(body.tool_name)
+    if tool.writes:
+        require_write(request, f"the tool {tool.name}")
+    try:
+        if tool.name == "knowledge_search":
+            search = KnowledgeSearchArgs.model_validate(body.kwargs)
+            result = await stack.rag.query(search.vector_db_ids, search.query, search.query_config)
+            return ToolInvocationResult(content=result.content, metadata=result.metadata)
+        insert = InsertIntoMemoryArgs.model_validate(body.kwargs)
+    except ValidationError as exc:
+        raise bad_request_from(exc, "kwargs") from None
+    stats = await stack.rag.insert(insert.vector_db_id, insert.documents, insert.chunk_size_in_tokens)
+    return ToolInvocationResult(content=None, metadata={"chunks": stats.chunks})
 
 
 @router.get("/v1/tool-runtime/list-tools", response_model=ListResponse[ToolDef])

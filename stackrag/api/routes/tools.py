@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 
-from ...core.toolgroups import RAG_PROVIDER, TOOLGROUPS, ToolSpec
+from ...services.toolgroups import RAG_PROVIDER, TOOLGROUPS, ToolSpec, tool_named
 from ...errors import NotFound
 from ...wire.llama_stack import ListResponse, Tool, ToolGroup, ToolParameter
+from .. import routing
 
-router = APIRouter()
+router = routing.router()
 
 
 def _tool(spec: ToolSpec) -> Tool:
@@ -54,8 +54,4 @@ async def list_tools(toolgroup_id: str | None = None) -> ListResponse[Tool]:
 
 @router.get("/v1/tools/{tool_name:path}", response_model=Tool)
 async def get_tool(tool_name: str) -> Tool:
-    for tools in TOOLGROUPS.values():
-        for spec in tools:
-            if spec.name == tool_name:
-                return _tool(spec)
-    raise NotFound(f"Tool {tool_name!r} not found; GET /v1/tools lists them")
+    return _tool(tool_named(tool_name))

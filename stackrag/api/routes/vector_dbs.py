@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from fastapi.responses import JSONResponse
 
-from ...core.records import VectorDBRecord
-from ...core.stack import Stack
+from ...services.records import VectorDBRecord
+from ...services.stack import Stack
 from ...wire.llama_stack import ListResponse, RegisterVectorDBRequest, VectorDB
+from ..access import WRITE
 from ..deps import get_stack
+from .. import routing
 
-router = APIRouter()
+router = routing.router()
 
 
 def to_wire(record: VectorDBRecord) -> VectorDB:
@@ -43,7 +45,7 @@ async def list_vector_dbs(
                                   for db in listed.data]})
 
 
-@router.post("/v1/vector-dbs", response_model=VectorDB)
+@router.post("/v1/vector-dbs", response_model=VectorDB, openapi_extra=WRITE)
 async def register_vector_db(body: RegisterVectorDBRequest, stack: Stack = Depends(get_stack)) -> VectorDB:
     record = await stack.vector_dbs.register(
         body.vector_db_id,
@@ -61,6 +63,6 @@ async def get_vector_db(vector_db_id: str, stack: Stack = Depends(get_stack)) ->
     return to_wire(stack.vector_dbs.get(vector_db_id))
 
 
-@router.delete("/v1/vector-dbs/{vector_db_id:path}")
+@router.delete("/v1/vector-dbs/{vector_db_id:path}", openapi_extra=WRITE)
 async def unregister_vector_db(vector_db_id: str, stack: Stack = Depends(get_stack)) -> None:
     await stack.vector_dbs.unregister(vector_db_id)

@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
-from ...core.stack import Stack
-from ...core.text import content_as_text
+from ...services.stack import Stack
 from ...wire.llama_stack import Chunk, InsertChunksRequest, QueryChunksRequest, QueryChunksResponse
+from ..access import READ, WRITE
 from ..deps import get_stack
+from .. import routing
 
-router = APIRouter()
+router = routing.router()
 
 
-@router.post("/v1/vector-io/insert")
+@router.post("/v1/vector-io/insert", openapi_extra=WRITE)
 async def insert_chunks(body: InsertChunksRequest, stack: Stack = Depends(get_stack)) -> None:
-    vector_db, index, embedder = stack.target(body.vector_db_id)
-    chunks = [c.model_dump() for c in body.chunks]
-    await stack.ingestion.insert_chunks(vector_db, index, embedder, chunks)
+    await stack.vector_io.insert(body.target, body.chunks)
 
 
-@router.post("/v1/vector-io/query", response_model=QueryChunksResponse)
+@router.post("/v1/vector-io/query", response_model=QueryChunksResponse, openapi_extra=READ)
 async def query_chunks(body: QueryChunksRequest, stack: Stack = Depends(get_stack)) -> QueryChunksResponse:
-    vector_db, index, embedder = stack.target(body.vector_db_id)
-    params = stack.retrieval.search_params(body.params)
-    hits = await stack.retrieval.search(vector_db, index, embedder, content_as_text(body.query, "query"), params)
+    hits = await stack.vector_io.query(body.target, body.query, body.params)
     return QueryChunksResponse(
         chunks=[Chunk(content=h.chunk.get("content"), metadata=h.chunk.get("metadata") or {}) for h in hits],
         scores=[h.score for h in hits],

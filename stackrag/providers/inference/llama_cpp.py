@@ -79,6 +79,8 @@ class LocalChatModel(OpenAIChatModel):
 class LlamaCppProvider:
     """Serves chat models from GGUF files, each in one supervised process."""
 
+    serves = frozenset({"llm"})
+
     def __init__(self, provider_id: str, provider_type: str, config: dict[str, Any], data_dir: Path):
         self.provider_id = provider_id
         self.config = config
@@ -145,6 +147,12 @@ class LlamaCppProvider:
                     provider_model_id, lambda: self._path_for(provider_model_id), self._n_ctx, self._threads,
                     self._data_dir / "run", self._variant)
             return self._processes[provider_model_id]
+
+    def embedder(self, provider_model_id: str) -> Any:
+        raise BadRequest(f"provider {self.provider_id} serves chat models only")
+
+    def key_from_provider_data(self, provider_data: dict[str, Any]) -> str | None:
+        return None
 
     def start(self, provider_model_id: str) -> None:
         """At server start-up: begin loading the model in the background, unless config.preload is false."""

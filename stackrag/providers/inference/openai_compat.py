@@ -179,6 +179,8 @@ class OpenAIChatModel:
 
 
 class OpenAICompatProvider:
+    serves = frozenset({"llm"})
+
     def __init__(self, provider_id: str, provider_type: str, config: dict[str, Any], data_dir: Path):
         self.provider_id = provider_id
         self.flavour = FLAVOURS[provider_type]
@@ -210,5 +212,17 @@ class OpenAICompatProvider:
         key = self.flavour.provider_data_key
         return provider_data.get(key) if key else None
 
+    def embedder(self, provider_model_id: str) -> Any:
+        raise BadRequest(f"provider {self.provider_id} serves chat models only (embeddings run locally)")
+
+    def verify(self, provider_model_id: str) -> str | None:
+        return None  # a remote API: nothing to check without calling it
+
+    def start(self, provider_model_id: str) -> None:
+        pass
+
     def health(self) -> dict[str, str]:
         return {"status": "OK", "message": f"OpenAI-compatible API at {self.base_url}"}
+
+    def close(self) -> None:
+        pass  # the HTTP client goes with the event loop that made it

@@ -136,6 +136,8 @@ def shared_embedder() -> MiniLMEmbedder:
 class SentenceTransformersProvider:
     """Inference provider that serves embedding models only."""
 
+    serves = frozenset({"embedding"})
+
     def __init__(self, provider_id: str, provider_type: str, config: dict[str, Any], data_dir: Path):
         self.provider_id = provider_id
         self.config = config
@@ -160,5 +162,18 @@ class SentenceTransformersProvider:
         onnx_path, _ = model_files()
         return f"ONNX int8 model and tokenizer, sha256 verified ({onnx_path.parent})"
 
+    def chat_model(self, provider_model_id: str) -> Any:
+        raise BadRequest(f"provider {self.provider_id} serves embedding models only")
+
+    def start(self, provider_model_id: str) -> None:
+        """The embedding model loads now, so the first insert or query does not pay for it."""
+        self.embedder(provider_model_id)
+
+    def key_from_provider_data(self, provider_data: dict[str, Any]) -> str | None:
+        return None
+
     def health(self) -> dict[str, str]:
         return {"status": "OK"}
+
+    def close(self) -> None:
+        pass

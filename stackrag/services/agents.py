@@ -1,0 +1,404 @@
+"""Agents, sessions and turns: the Llama Stack 0.2.x agent loop.
+
+A turn is a sequence of steps (inference, tool_execution) streamed as events. With `builtin::rag`
+the default is to retrieve first with the user's message ("retrieve_first"): small models often
+skip the tool, so retrieval must not depend on them. The retrieval is still reported as the model
+calling knowledge_search followed by a tool_execution step, the shapes clients expect.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator
+
+from pydantic import ValidationError
+
+from ..content.text import content_as_text
+from ..errors import BadRequest, NotFound, bad_request_from
+from ..storage.registry import Registry
+from . import tenancy
+from ..wire.llama_stack import RAGQueryConfig as RAGQueryConfigIn
+from ..wire.llama_stack import RAGToolArgs, SamplingParams
+from .inference import DEFAULT_ANSWER_TOKENS, Completion, Delta, Sampling, generate
+from .messages import to_openai, tool_call, tool_definition_to_openai
+from .models import ModelService
+from .rag import RAGService
+from .retrieval import RAGQueryConfig, RAGResult
+from .toolgroups import RAG_TOOLGROUP, TOOLGROUPS
+
+log = logging.getLogger(__name__)
+
+AGENTS = "agents"
+SESSIONS = "sessions"
+DEFAULT_MAX_INFER_ITERS = 10
+# Below this many tokens of room, retrieved context is not worth sending.
+MIN_CONTEXT_TOKENS = 256
+
+# The answer when the documents hold nothing relevant: said plainly, not invented by the model.
+NO_CONTEXT_ANSWER = "I could not find anything about this in the documents, so I cannot answer it from them."
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class RAGTool:
+    vector_db_ids: list[str]
+    query_config: RAGQueryConfigIn | None
+    mode: str  # retrieve_first | model_decides
+
+
+@dataclass
+class TurnState:
+    turn_id: str
+    session_id: str
+    input_messages: list[dict[str, Any]]
+    started_at: str
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    last_result: RAGResult | None = None
+
+    def turn(self, output: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "turn_id": self.turn_id,
+            "session_id": self.session_id,
+            "input_messages": self.input_messages,
+            "steps": self.steps,
+            "output_message": output,
+            "output_attachments": [],
+            "started_at": self.started_at,
+            "completed_at": now(),
+            # Not in Llama Stack's Turn; clients ignore unknown keys. The documents the answer used.
+            "sources": self.sources,
+        }
+
+
+def rag_tool_of(toolgroups: list[Any], default_mode: str) -> RAGTool | None:
+    """The builtin::rag toolgroup(s) of an agent, merged; None when there is none."""
+    found: RAGTool | None = None
+    for group in toolgroups or []:
+        name, args = (group, {}) if isinstance(group, str) else (group.get("name"), group.get("args") or {})
+        if not isinstance(name, str):
+            raise BadRequest("toolgroups entries must be a name or {'name': ..., 'args': {...}}")
+        base = name.split("/")[0]
+        if base not in TOOLGROUPS:
+            raise BadRequest(f"toolgroup {name!r} is not available; this server has {', '.join(TOOLGROUPS)}")
+        if base != RAG_TOOLGROUP:
+            continue
+        try:
+            parsed = RAGToolArgs.model_validate(args)
+        except ValidationError as exc:
+            raise bad_request_from(exc, f"toolgroup {name}: args") from None
+        if found is None:
+            found = RAGTool(list(parsed.vector_db_ids), parsed.query_config, parsed.retrieval or default_mode)
+        else:
+            found.vector_db_ids += [i for i in parsed.vector_db_ids if i not in found.vector_db_ids]
+    return found
+
+
+class AgentService:
+    def __init__(self, registry: Registry, models: ModelService, rag: RAGService,
+                 retrieval_mode: str = "retrieve_first"):
+        self._registry = registry
+        self._models = models
+        self._rag = rag
+        self._retrieval_mode = retrieval_mode
+        # Sessions of agents without enable_session_persistence live only in this process, unless
+        # the registry is shared: then the next turn may come to another replica, which must see it.
+        self._memory_sessions: dict[str, dict[str, Any]] = {}
+
+    # -- agents -------------------------------------------------------------------------------
+
+    def create_agent(self, config: dict[str, Any]) -> str:
+        model = config.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("agent_config.model is required")
+        self._models.chat_model(model)  # an unknown or non-chat model fails now, not at the first turn
+        rag = rag_tool_of(config.get("toolgroups") or [], self._retrieval_mode)
+        if config.get("client_tools"):
+            raise BadRequest("client_tools are not supported yet; use builtin::rag")
+        if config.get("input_shields") or config.get("output_shields"):
+            raise BadRequest("shields are not supported by stackrag; leave input_shields/output_shields empty")
+        if tenancy.current() is not None and rag is not None:
+            self._rag.check_visible(rag.vector_db_ids)  # a scoped key's agent reads only its own stores
+        agent_id = str(uuid.uuid4())
+        record = {"agent_id": agent_id, "agent_config": config, "created_at": now()}
+        self._registry.put(AGENTS, agent_id, tenancy.stamp(record))
+        return agent_id
+
+    def get_agent(self, agent_id: str) -> dict[str, Any]:
+        return tenancy.own(self._registry.get(AGENTS, agent_id), f"Agent {agent_id!r} not found")
+
+    def list_agents(self) -> list[dict[str, Any]]:
+        return [tenancy.without_owner(a) for a in self._registry.list(AGENTS) if tenancy.sees(a)]
+
+    def delete_agent(self, agent_id: str) -> None:
+        self.get_agent(agent_id)
+        for session in self.list_sessions(agent_id):
+            self.delete_session(agent_id, session["session_id"])
+        self._registry.delete(AGENTS, agent_id)
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    def _persistent(self, agent: dict[str, Any]) -> bool:
+        return self._registry.shared or bool(agent["agent_config"].get("enable_session_persistence"))
+
+    def create_session(self, agent_id: str, session_name: str) -> str:
+        agent = self.get_agent(agent_id)
+        session = {"session_id": str(uuid.uuid4()), "session_name": session_name, "agent_id": agent_id,
+                   "turns": [], "started_at": now()}
+        self._save_session(agent, session)
+        return session["session_id"]
+
+    def _save_session(self, agent: dict[str, Any], session: dict[str, Any]) -> None:
+        if self._persistent(agent):
+            self._registry.put(SESSIONS, session["session_id"], session)
+        else:
+            self._memory_sessions[session["session_id"]] = session
+
+    def get_session(self, agent_id: str, session_id: str) -> dict[str, Any]:
+        self.get_agent(agent_id)
+        session = self._memory_sessions.get(session_id) or self._registry.get(SESSIONS, session_id)
+        if session is None or session["agent_id"] != agent_id:
+            raise NotFound(f"Session {session_id!r} not found for agent {agent_id!r}")
+        return session
+
+    def list_sessions(self, agent_id: str) -> list[dict[str, Any]]:
+        stored = [s for s in self._registry.list(SESSIONS) if s["agent_id"] == agent_id]
+        return stored + [s for s in self._memory_sessions.values() if s["agent_id"] == agent_id]
+
+    def delete_session(self, agent_id: str, session_id: str) -> None:
+        self.get_session(agent_id, session_id)
+        self._memory_sessions.pop(session_id, None)
+        self._registry.delete(SESSIONS, session_id)
+
+    def get_turn(self, agent_id: str, session_id: str, turn_id: str) -> dict[str, Any]:
+        for turn in self.get_session(agent_id, session_id)["turns"]:
+            if turn["turn_id"] == turn_id:
+                return turn
+        raise NotFound(f"Turn {turn_id!r} not found in session {session_id!r}")
+
+    def resume_turn(self, agent_id: str, session_id: str, turn_id: str) -> None:
+        """Llama Stack resumes turns paused for client-side tool results; stackrag runs its tools itself, so
+        every stored turn is complete and an unknown one is a 404."""
+        self.get_turn(agent_id, session_id, turn_id)
+        raise BadRequest(f"turn {turn_id!r} is complete: stackrag runs its tools itself and never leaves a turn "
+                         "awaiting tool responses; start a new turn instead")
+
+    def get_step(self, agent_id: str, session_id: str, turn_id: str, step_id: str) -> dict[str, Any]:
+        for step in self.get_turn(agent_id, session_id, turn_id)["steps"]:
+            if step["step_id"] == step_id:
+                return step
+        raise NotFound(f"Step {step_id!r} not found in turn {turn_id!r}")
+
+    # -- turns --------------------------------------------------------------------------------
+
+    def prepare_turn(
+        self, agent_id: str, session_id: str, messages: list[dict[str, Any]], toolgroups: list[Any] | None,
+        documents: list[Any] | None,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Check a turn before any event is streamed, so bad input is a plain 4xx."""
+        agent = self.get_agent(agent_id)
+        session = self.get_session(agent_id, session_id)
+        if not messages:
+            raise BadRequest("messages must hold at least one message")
+        for i, message in enumerate(messages):
+            if message.get("role") not in ("user", "tool"):
+                raise BadRequest(f"messages[{i}].role must be 'user' or 'tool' in a turn")
+            to_openai(message, f"messages[{i}]")
+        if documents:
+            raise BadRequest("documents attached to a turn are not supported yet; insert them with rag-tool")
+        if toolgroups:
+            rag_tool_of(toolgroups, self._retrieval_mode)
+        return agent, session
+
+    async def run_turn(
+        self,
+        agent: dict[str, Any],
+        session: dict[str, Any],
+        messages: list[dict[str, Any]],
+        toolgroups: list[Any] | None = None,
+        api_key: str | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield the turn's event payloads, ending with turn_complete."""
+        config = agent["agent_config"]
+        model = self._models.chat_model(config["model"])
+        sampling = Sampling.of(SamplingParams.model_validate(config.get("sampling_params") or {}))
+        rag = rag_tool_of(list(config.get("toolgroups") or []) + list(toolgroups or []), self._retrieval_mode)
+        max_iters = int(config.get("max_infer_iters") or DEFAULT_MAX_INFER_ITERS)
+        state = TurnState(str(uuid.uuid4()), session["session_id"], [dict(m, context=None) for m in messages], now())
+
+        history = await self._history(config, session, model)
+        conversation = history + [to_openai(m, f"messages[{i}]") for i, m in enumerate(messages)]
+        tools = [self._search_tool()] if rag and rag.mode == "model_decides" else None
+
+        if rag and rag.mode == "retrieve_first":
+            query = content_as_text(messages[-1].get("content"), "content", sep=" ")
+            call = tool_call("knowledge_search", {"query": query})
+            async for event in self._fixed_inference_step(state, Completion(text="", tool_calls=[call])):
+                yield event
+            async for event in self._run_knowledge_search(state, rag, call, model, conversation, sampling):
+                yield event
+            # Small models shown a tool call and its result tend to answer with another tool call
+            # written as text; passages placed in the user's own message they simply use.
+            conversation.pop()
+            if state.last_result is not None and state.last_result.hits:
+                conversation[-1] = {**conversation[-1],
+                                    "content": await grounded_question(state.last_result, query, model,
+                                                                       conversation, sampling)}
+
+        final: Completion | None = None
+        if rag and rag.mode == "retrieve_first" and state.last_result is not None and not state.last_result.hits:
+            # Nothing in the documents is close enough: a small model would answer from memory (or invent).
+            final = Completion(text=NO_CONTEXT_ANSWER)
+            async for event in self._fixed_inference_step(state, final):
+                yield event
+        for _ in range(0 if final is not None else max_iters):
+            completion: Completion | None = None
+            async for event in self._inference_step(state, model, conversation, sampling, tools, api_key):
+                if isinstance(event, Completion):
+                    completion = event
+                else:
+                    yield event
+            assert completion is not None
+            final = completion
+            if not completion.tool_calls or rag is None:
+                break
+            conversation.append(to_openai(completion.message(), "assistant"))
+            for call in completion.tool_calls:
+                # Each result follows the assistant message that asked for it.
+                async for event in self._run_knowledge_search(state, rag, call, model, conversation, sampling):
+                    yield event
+        assert final is not None
+        output = final.message()
+        if final.tool_calls:
+            # max_infer_iters ran out while the model still wanted tools: answer with what we have.
+            output = {"role": "assistant", "content": "", "stop_reason": "out_of_tokens", "tool_calls": []}
+        turn = state.turn(output)
+        session["turns"].append(turn)
+        self._save_session(agent, session)
+        yield {"event_type": "turn_complete", "turn": turn}
+
+    async def _history(self, config: dict[str, Any], session: dict[str, Any], model: Any) -> list[dict[str, Any]]:
+        """Instructions and earlier turns; the oldest turns give way when they would take more
+        than half of the model's context, so the new question and its passages always fit."""
+        system = [{"role": "system", "content": config["instructions"]}] if config.get("instructions") else []
+        turns = []
+        for turn in session["turns"]:
+            messages = [to_openai(m, "history") for m in turn["input_messages"]]
+            messages.append({"role": "assistant", "content": content_as_text(turn["output_message"]["content"], "")})
+            turns.append(messages)
+        while turns and await model.count_tokens(system + [m for t in turns for m in t]) > model.context_window // 2:
+            turns.pop(0)
+        return system + [m for t in turns for m in t]
+
+    def _search_tool(self) -> dict[str, Any]:
+        spec = next(t for t in TOOLGROUPS[RAG_TOOLGROUP] if t.name == "knowledge_search")
+        return tool_definition_to_openai({
+            "tool_name": spec.name, "description": spec.description,
+            "parameters": {p.name: {"param_type": p.parameter_type, "description": p.description, "required": True}
+                           for p in spec.parameters},
+        })
+
+    def _complete(self, state: TurnState, step_type: str, step_id: str, started: str,
+                  details: dict[str, Any]) -> dict[str, Any]:
+        step = {"turn_id": state.turn_id, "step_id": step_id, "started_at": started, "completed_at": now(),
+                "step_type": step_type, **details}
+        state.steps.append(step)
+        return {"event_type": "step_complete", "step_type": step_type, "step_id": step_id, "step_details": step}
+
+    async def _fixed_inference_step(self, state: TurnState, completion: Completion) -> AsyncIterator[dict[str, Any]]:
+        """An inference step whose output the server decides (the retrieve-first tool call, a refusal)."""
+        step_id, started = str(uuid.uuid4()), now()
+        yield {"event_type": "step_start", "step_type": "inference", "step_id": step_id, "metadata": {}}
+        if completion.text:
+            yield {"event_type": "step_progress", "step_type": "inference", "step_id": step_id,
+                   "delta": {"type": "text", "text": completion.text}}
+        for call in completion.tool_calls:
+            yield {"event_type": "step_progress", "step_type": "inference", "step_id": step_id,
+                   "delta": {"type": "tool_call", "tool_call": call, "parse_status": "succeeded"}}
+        yield self._complete(state, "inference", step_id, started, {"model_response": completion.message()})
+
+    async def _inference_step(self, state: TurnState, model: Any, conversation: list[dict[str, Any]],
+                              sampling: Sampling, tools: list[dict[str, Any]] | None,
+                              api_key: str | None) -> AsyncIterator[dict[str, Any] | Completion]:
+        step_id, started = str(uuid.uuid4()), now()
+        yield {"event_type": "step_start", "step_type": "inference", "step_id": step_id, "metadata": {}}
+        completion: Completion | None = None
+        async for item in generate(model, conversation, sampling, tools, "auto" if tools else None, api_key):
+            if isinstance(item, Delta):
+                yield {"event_type": "step_progress", "step_type": "inference", "step_id": step_id,
+                       "delta": {"type": "text", "text": item.text}}
+            else:
+                completion = item
+        assert completion is not None
+        for call in completion.tool_calls:
+            yield {"event_type": "step_progress", "step_type": "inference", "step_id": step_id,
+                   "delta": {"type": "tool_call", "tool_call": call, "parse_status": "succeeded"}}
+        yield self._complete(state, "inference", step_id, started, {"model_response": completion.message()})
+        yield completion
+
+    async def _run_knowledge_search(self, state: TurnState, rag: RAGTool, call: dict[str, Any], model: Any,
+                                    conversation: list[dict[str, Any]], sampling: Sampling) -> AsyncIterator[dict]:
+        step_id, started = str(uuid.uuid4()), now()
+        yield {"event_type": "step_start", "step_type": "tool_execution", "step_id": step_id, "metadata": {}}
+        yield {"event_type": "step_progress", "step_type": "tool_execution", "step_id": step_id,
+               "delta": {"type": "tool_call", "tool_call": call, "parse_status": "in_progress"}}
+        if call["tool_name"] != "knowledge_search":
+            content: Any = f"Unknown tool {call['tool_name']!r}; the only tool is knowledge_search."
+            metadata: dict[str, Any] = {}
+        else:
+            query = str(call["arguments"].get("query") or "")
+            config = self._rag.config(rag.query_config)
+            config.max_tokens_in_context = await self._context_room(model, conversation, sampling, config)
+            started_search = time.perf_counter()
+            result = await self._rag.knowledge_search(rag.vector_db_ids, query, config)
+            state.last_result = result
+            log.info("knowledge_search %r: %d chunks in %.0f ms", query[:60], len(result.metadata["document_ids"]),
+                     (time.perf_counter() - started_search) * 1000)
+            content = result.content or "knowledge_search tool found no relevant chunks."
+            metadata = result.metadata
+            for doc_id in result.metadata["document_ids"]:
+                if doc_id not in state.sources:
+                    state.sources.append(doc_id)
+        response = {"call_id": call["call_id"], "tool_name": call["tool_name"], "content": content,
+                    "metadata": metadata}
+        yield self._complete(state, "tool_execution", step_id, started,
+                             {"tool_calls": [call], "tool_responses": [response]})
+        conversation.append(to_openai({"role": "tool", "call_id": call["call_id"], "content": content}, "tool"))
+
+    async def _context_room(self, model: Any, conversation: list[dict[str, Any]], sampling: Sampling,
+                      config: RAGQueryConfig) -> int:
+        """Tokens the retrieved text may take: what the toolgroup asks, capped by what the model can hold."""
+        used = await model.count_tokens(conversation)
+        answer = sampling.max_tokens or DEFAULT_ANSWER_TOKENS
+        # Retrieved text is counted in embedding-model tokens; leave a quarter spare for the
+        # difference to the chat model's tokenizer and for the result's framing text.
+        room = int((model.context_window - used - answer) * 0.75)
+        return max(MIN_CONTEXT_TOKENS, min(config.max_tokens_in_context, room))
+
+
+async def grounded_question(result: RAGResult, question: str, model: Any, conversation: list[dict[str, Any]],
+                      sampling: Sampling) -> str:
+    """The user's question with the retrieved passages before it.
+
+    Each passage is the best-matching embedding window of a chunk (~250 tokens) under its document's
+    title, not the whole chunk: a small model answers better from less, focused text, and faster.
+    """
+    room = model.context_window - await model.count_tokens(conversation) - (sampling.max_tokens or DEFAULT_ANSWER_TOKENS) - 64
+    titles = [hit.chunk.get("title") or hit.document_id for hit in result.hits]
+    passages: list[str] = []
+    for hit, title in zip(result.hits, titles):
+        text = hit.window_text or content_as_text(hit.chunk.get("content"), "content")
+        passage = f"Document: {title}\n{text.strip()}"
+        if await model.count_text("\n\n".join(passages + [passage])) > room:
+            break
+        passages.append(passage)
+    names = "; ".join(dict.fromkeys(titles[: len(passages)]))
+    body = "\n\n".join(passages)
+    return f"Excerpts from these documents: {names}.\n\n{body}\n\nUsing the excerpts above, answer: {question}"

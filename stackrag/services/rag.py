@@ -1,0 +1,44 @@
+"""The RAG tool (builtin::rag): insert documents into vector DBs and search them with
+knowledge_search. One service for the rag-tool routes, tool-runtime/invoke and the agents alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..content.text import plain
+from ..wire.llama_stack import RAGDocument, RAGQueryConfig as RAGQueryConfigIn
+from .ingestion import Document, Ingestion, InsertStats
+from .retrieval import RAGQueryConfig, RAGResult, Retrieval
+from .vector_dbs import VectorDBService
+
+
+def document_of(doc: RAGDocument) -> Document:
+    """A wire document as ingestion reads it (content back to its JSON shape: text, items or {uri})."""
+    return Document(doc.document_id, plain(doc.content), doc.mime_type, doc.metadata)
+
+
+class RAGService:
+    def __init__(self, vector_dbs: VectorDBService, ingestion: Ingestion, retrieval: Retrieval):
+        self._dbs = vector_dbs
+        self._ingestion = ingestion
+        self._retrieval = retrieval
+
+    async def insert(self, vector_db_id: str, documents: list[RAGDocument], chunk_size: int | None) -> InsertStats:
+        db = self._dbs.open(vector_db_id)
+        return await self._ingestion.insert_documents(db, [document_of(d) for d in documents], chunk_size)
+
+    async def query(self, vector_db_ids: list[str], content: Any, config: RAGQueryConfigIn | None) -> RAGResult:
+        return await self.knowledge_search(vector_db_ids, content, self._retrieval.rag_config(config))
+
+    async def knowledge_search(self, vector_db_ids: list[str], content: Any, config: RAGQueryConfig) -> RAGResult:
+        dbs = [self._dbs.open(vector_db_id) for vector_db_id in vector_db_ids]
+        return await self._retrieval.knowledge_search(dbs, content, config)
+
+    def check_visible(self, vector_db_ids: list[str]) -> None:
+        """404 for a vector DB the caller cannot see (unknown, or another key's)."""
+        for vector_db_id in vector_db_ids:
+            self._dbs.get(vector_db_id)
+
+    def config(self, config: RAGQueryConfigIn | None) -> RAGQueryConfig:
+        return self._retrieval.rag_config(config)
+
