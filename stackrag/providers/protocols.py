@@ -102,6 +102,8 @@ class IndexCapabilities:
     # The dense index type (of the collection, else of new collections): HNSW on a Milvus server, one
     # the embedded engine allows (AUTOINDEX) there.
     dense_index: str = ""
+    # The largest chunk (content and metadata as JSON) one row holds; 0: no limit.
+    max_chunk_bytes: int = 0
 
 
 class VectorIndex(Provider, Protocol):

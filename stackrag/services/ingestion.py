@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 DEFAULT_CHUNK_TOKENS = 512
 MIN_CHUNK_TOKENS = 16
 MAX_CHUNK_TOKENS = 4096
-# A chunk is stored whole in each of its rows (Milvus JSON fields hold at most 64 KiB).
-MAX_CHUNK_JSON_BYTES = 60_000
 # Documents fetched at once; fetching is I/O bound, embedding is the real bottleneck.
 FETCH_CONCURRENCY = 8
 # Windows embedded and written per step: large enough to batch well, small enough to keep memory flat.
@@ -235,6 +233,7 @@ class Ingestion:
             return found.text, markup
 
         texts = await asyncio.gather(*(text_of(doc, i) for i, doc in enumerate(documents)))
+        max_bytes = (await asyncio.to_thread(db.index.capabilities, db.collection)).max_chunk_bytes
         prepared: list[list[PreparedChunk]] = []
         for position, (doc, (text, markup)) in enumerate(zip(documents, texts)):
             title = title_of(text)
@@ -252,7 +251,7 @@ class Ingestion:
                 )
             if not chunks:
                 raise BadRequest(f"documents[{position}] ({doc.document_id}) has no text to index")
-            prepared.append(await asyncio.to_thread(self._prepare_text_chunks, chunks, embedder, title))
+            prepared.append(await asyncio.to_thread(self._prepare_text_chunks, chunks, embedder, title, max_bytes))
         total_chunks = sum(len(p) for p in prepared)
         if total_chunks > self._limits.max_chunks_per_request:
             raise PayloadTooLarge(
@@ -284,9 +283,10 @@ class Ingestion:
                 raise BadRequest(f"documents[{i}].document_id {doc.document_id!r} appears twice in this request")
             seen.add(doc.document_id)
 
-    def _prepare_text_chunks(self, chunks: list[TextChunk], embedder: Embedder, title: str) -> list[PreparedChunk]:
+    def _prepare_text_chunks(self, chunks: list[TextChunk], embedder: Embedder, title: str,
+                             max_bytes: int) -> list[PreparedChunk]:
         prepared = []
-        for chunk in _split_oversized(chunks):
+        for chunk in _split_oversized(chunks, max_bytes):
             # Title and section ride outside metadata, so knowledge_search's text stays Llama Stack's.
             stored = {"content": chunk.content, "metadata": chunk.metadata, "title": title}
             if chunk.section:
@@ -384,6 +384,8 @@ class Ingestion:
 
     def _prepare_chunks(self, db: VectorDB, chunks: list[dict[str, Any]]) -> list[PreparedChunk]:
         prepared = []
+        # A chunk is stored whole in each of its rows: the index says how large a row's chunk may be.
+        max_bytes = db.index.capabilities(db.collection).max_chunk_bytes
         for i, chunk in enumerate(chunks):
             text = content_as_text(chunk.get("content"), f"chunks[{i}].content")
             if not text.strip():
@@ -393,9 +395,9 @@ class Ingestion:
             if not document_id:
                 document_id = "chunk-" + hashlib.sha256(text.encode()).hexdigest()[:16]
             stored = {"content": chunk.get("content"), "metadata": metadata}
-            if len(json.dumps(stored).encode()) > MAX_CHUNK_JSON_BYTES:
+            if max_bytes and len(json.dumps(stored).encode()) > max_bytes:
                 raise PayloadTooLarge(
-                    f"chunks[{i}] is larger than {MAX_CHUNK_JSON_BYTES} bytes; split it into smaller chunks"
+                    f"chunks[{i}] is larger than {max_bytes} bytes; split it into smaller chunks"
                 )
             chunk_id = hashlib.sha256(f"{document_id}\x00{text}".encode()).hexdigest()[:32]
             embedding = chunk.get("embedding")
@@ -441,15 +443,18 @@ def _check_embedding(value: Any, dimension: int, field: str) -> np.ndarray:
     return vector / norm
 
 
-def _split_oversized(chunks: list[TextChunk]) -> list[TextChunk]:
-    """A token can stand for a very long run of characters (unknown words); keep each chunk storable."""
+def _split_oversized(chunks: list[TextChunk], max_bytes: int) -> list[TextChunk]:
+    """A token can stand for a very long run of characters (unknown words); keep each chunk storable
+    in a row of `max_bytes` (0: no limit)."""
+    if not max_bytes:
+        return chunks
     out = []
     for chunk in chunks:
         size = len(json.dumps({"content": chunk.content, "metadata": chunk.metadata}).encode())
-        if size <= MAX_CHUNK_JSON_BYTES:
+        if size <= max_bytes:
             out.append(chunk)
             continue
-        parts = math.ceil(size / (MAX_CHUNK_JSON_BYTES // 2))
+        parts = math.ceil(size / (max_bytes // 2))
         step = math.ceil(len(chunk.content) / parts)
         for n in range(parts):
             piece = chunk.content[n * step : (n + 1) * step]

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_TEXT_BYTES = 65_535
+# A chunk is stored whole in each of its rows, in a JSON field of at most 64 KiB.
+MAX_CHUNK_JSON_BYTES = 60_000
 MAX_DOCUMENT_ID_BYTES = 2_048
 # A query asks Milvus for this many rows per wanted chunk: a long chunk has several windows, and
 # only its best window counts.
@@ -310,11 +312,13 @@ class MilvusIndex:
         full = self._has_sparse(name) if name else self._supports_bm25()
         dense_index = self._index_types.get(name, "") if name else str(self._dense_index["index_type"])
         if full:
-            return IndexCapabilities(keyword=True, hybrid=True, dense_index=dense_index)
+            return IndexCapabilities(keyword=True, hybrid=True, dense_index=dense_index,
+                                     max_chunk_bytes=MAX_CHUNK_JSON_BYTES)
         return IndexCapabilities(
             keyword=False,
             hybrid=False,
             dense_index=dense_index,
+            max_chunk_bytes=MAX_CHUNK_JSON_BYTES,
             note="this Milvus has no BM25 full-text search (needs Milvus >= 2.5): keyword and hybrid "
             "queries fall back to dense vector search",
         )
