@@ -60,14 +60,17 @@ def free_port() -> int:
 
 
 def start_server(data_dir: Path, config: Path | None = None, root: Path = ROOT,
-                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str, float]:
+                 env: dict[str, str] | None = None,
+                 extra_args: list[str] | None = None) -> tuple[subprocess.Popen, str, float]:
     """`stackrag run` on a free port: (process, url, seconds until /v1/health answered). `root` runs
-    another checkout's code (a reference commit), `env` adds to the environment."""
+    another checkout's code (a reference commit), `env` adds to the environment, `extra_args` to the
+    command line."""
     port = free_port()
     cmd = [sys.executable, "-m", "stackrag.cli", "run", "--port", str(port), "--data-dir", str(data_dir),
            "--log-level", "warning"]
     if config is not None:
         cmd += ["--config", str(config)]
+    cmd += extra_args or []
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(root),
                             env={**os.environ, "PYTHONPATH": str(root), **(env or {})})
@@ -85,9 +88,9 @@ def start_server(data_dir: Path, config: Path | None = None, root: Path = ROOT,
 
 @contextmanager
 def running_server(data_dir: Path, config: Path | None = None, stop_timeout: float = 30, root: Path = ROOT,
-                   env: dict[str, str] | None = None):
+                   env: dict[str, str] | None = None, extra_args: list[str] | None = None):
     """start_server as a context: (process, url, start-up seconds), stopped on the way out."""
-    proc, url, seconds = start_server(data_dir, config, root, env)
+    proc, url, seconds = start_server(data_dir, config, root, env, extra_args)
     try:
         yield proc, url, seconds
     finally:
