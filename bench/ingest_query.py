@@ -9,7 +9,11 @@ What it measures, all in one run so the ratios hold on a noisy shared machine:
   vector_stores search on the same stores (one code path: the two should cost the same);
 - RSS after ingest.
 
+With --reference COMMIT the server-side numbers are measured for that commit too (its own checkout,
+this venv), rounds alternating between the two, with the ratios this checkout / reference.
+
 Usage: .venv/bin/python bench/ingest_query.py [--shared ../shared] [--out bench/results/ingest_query.json]
+       [--reference COMMIT --rounds 2]
 """
 
 from __future__ import annotations
@@ -17,15 +21,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-from common import ROOT, header, rss_mb, running_server, write_result
+from common import ROOT, header, rss_mb, running_server, tree_total, write_result
 
 sys.path.insert(0, str(ROOT))
 
@@ -98,30 +104,15 @@ def synthetic_rows(windows: list[str], vectors: np.ndarray, n: int, seed: int = 
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--shared", default=str(ROOT.parent / "shared"))
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ingest_query.json"))
-    parser.add_argument("--synthetic", type=int, default=10_000)
-    args = parser.parse_args()
-    shared = Path(args.shared)
-    files = corpus_files(shared)
-    questions = [json.loads(line)["question"] for line in (shared / "eval" / "torchtune_dev.jsonl").open()]
-
-    result: dict = {
-        **header(),
-        "documents": len(files),
-        "chunk_size_in_tokens": CHUNK_SIZE,
-    }
-    chunks, n_windows, raw_seconds, windows, vectors = raw_embedding(files)
-    result["raw_embedder"] = {"chunks": chunks, "windows": n_windows, "seconds": round(raw_seconds, 2),
-                              "chunks_per_s": round(chunks / raw_seconds, 2)}
-
+def server_side(root: Path, files: list[Path], questions: list[str], windows: list[str], vectors: np.ndarray,
+                synthetic: int, raw_chunks_per_s: float) -> dict:
+    """Everything measured through one server running `root`'s code."""
+    result: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        with running_server(Path(tmp)) as (proc, url, cold):
+        with running_server(Path(tmp), root=root) as (proc, url, cold):
             result["cold_start_s"] = round(cold, 2)
             time.sleep(1.0)
-            result["rss_idle_mb"] = round(rss_mb(proc.pid), 1)
+            result["rss_idle_mb"] = round(tree_total(proc.pid, rss_mb), 1)
             with httpx.Client(base_url=url, timeout=600) as http:
                 http.post("/v1/vector-dbs", json={"vector_db_id": "bench", "embedding_model": "all-MiniLM-L6-v2"})
                 docs = [{"document_id": p.name, "content": p.read_text(), "mime_type": "text/x-rst", "metadata": {}}
@@ -138,14 +129,14 @@ def main() -> None:
                     "chunks": server_chunks, "windows": int(r.headers["x-stackrag-windows"]),
                     "seconds": round(ingest_s, 2), "chunks_per_s": round(server_chunks / ingest_s, 2),
                 }
-                result["ingest_vs_raw"] = round((server_chunks / ingest_s) / (chunks / raw_seconds), 3)
-                result["rss_after_ingest_mb"] = round(rss_mb(proc.pid), 1)
+                result["ingest_vs_raw"] = round((server_chunks / ingest_s) / raw_chunks_per_s, 3)
+                result["rss_after_ingest_mb"] = round(tree_total(proc.pid, rss_mb), 1)
                 query_latencies(http, "bench", questions[:3])
                 result["query_48_docs"] = {"chunks": server_chunks, **latency(query_latencies(http, "bench", questions))}
                 result["vector_store_search_48_docs"] = latency(search_latencies(http, "bench", questions))
 
                 http.post("/v1/vector-dbs", json={"vector_db_id": "bench10k", "embedding_model": "all-MiniLM-L6-v2"})
-                rows = synthetic_rows(windows, vectors, args.synthetic)
+                rows = synthetic_rows(windows, vectors, synthetic)
                 t = time.perf_counter()
                 for start_at in range(0, len(rows), 2000):
                     http.post("/v1/vector-io/insert", json={"vector_db_id": "bench10k",
@@ -154,7 +145,74 @@ def main() -> None:
                 query_latencies(http, "bench10k", questions[:3])
                 result["query_10k_chunks"] = {"chunks": len(rows), **latency(query_latencies(http, "bench10k", questions))}
                 result["vector_store_search_10k_chunks"] = latency(search_latencies(http, "bench10k", questions))
-                result["rss_after_10k_mb"] = round(rss_mb(proc.pid), 1)
+                result["rss_after_10k_mb"] = round(tree_total(proc.pid, rss_mb), 1)
+    return result
+
+
+def median_of(runs: list[dict]) -> dict:
+    """Per number, its median over the rounds (the same keys in every round)."""
+    first = runs[0]
+    if len(runs) == 1:
+        return first
+    return {key: median_of([r[key] for r in runs]) if isinstance(value, dict)
+            else (round(statistics.median(r[key] for r in runs), 2) if isinstance(value, float) else value)
+            for key, value in first.items()}
+
+
+def ratios(mine: dict, theirs: dict, prefix: str = "") -> dict:
+    """this / reference for every number both sides have (flattened keys)."""
+    out = {}
+    for key, value in mine.items():
+        other = theirs.get(key)
+        if isinstance(value, dict) and isinstance(other, dict):
+            out.update(ratios(value, other, f"{prefix}{key}."))
+        elif isinstance(value, (int, float)) and isinstance(other, (int, float)) and other:
+            out[f"{prefix}{key}"] = round(value / other, 3)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shared", default=str(ROOT.parent / "shared"))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ingest_query.json"))
+    parser.add_argument("--synthetic", type=int, default=10_000)
+    parser.add_argument("--reference", help="also measure this commit's server, side by side")
+    parser.add_argument("--rounds", type=int, default=1, help="runs per side, alternating; medians are reported")
+    args = parser.parse_args()
+    shared = Path(args.shared)
+    files = corpus_files(shared)
+    questions = [json.loads(line)["question"] for line in (shared / "eval" / "torchtune_dev.jsonl").open()]
+
+    result: dict = {
+        **header(),
+        "documents": len(files),
+        "chunk_size_in_tokens": CHUNK_SIZE,
+    }
+    chunks, n_windows, raw_seconds, windows, vectors = raw_embedding(files)
+    result["raw_embedder"] = {"chunks": chunks, "windows": n_windows, "seconds": round(raw_seconds, 2),
+                              "chunks_per_s": round(chunks / raw_seconds, 2)}
+
+    reference_root = None
+    with ExitStack() as stack:
+        if args.reference:
+            reference_root = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "reference"
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(reference_root),
+                            args.reference], check=True, capture_output=True)
+            stack.callback(subprocess.run, ["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                                            str(reference_root)], capture_output=True)
+            result["reference"] = args.reference
+        sides = {"this_checkout": ROOT, **({"reference": reference_root} if reference_root else {})}
+        runs: dict[str, list[dict]] = {name: [] for name in sides}
+        for _ in range(args.rounds):  # alternate, so both sides see the same machine load
+            for name, root in reversed(sides.items()):
+                runs[name].append(server_side(root, files, questions, windows, vectors, args.synthetic,
+                                              chunks / raw_seconds))
+        measured = {name: median_of(values) for name, values in runs.items()}
+    if reference_root is None:
+        result.update(measured["this_checkout"])
+    else:
+        result["sides"] = measured
+        result["ratio_this_checkout_to_reference"] = ratios(measured["this_checkout"], measured["reference"])
     # Query latency is mostly embedding the question; this is that cost alone, for comparison.
     embedder = MiniLMEmbedder()
     embedder.embed(["warm"])
