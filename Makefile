@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8321
 
-.PHONY: install dev run test test-slow check-llm postgres-server qemu-user bench clean
+.PHONY: install dev run test test-slow check-llm postgres-server qemu-user bench conformance clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -100,6 +100,12 @@ qemu-user:
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/ingest_query.py
+
+# Llama Stack's own integration tests (tags v0.2.12 and v0.7.1) against a fresh server, by URL.
+# LLAMA_STACK_SRC: a clone of github.com/llamastack/llama-stack with its tags (docs/conformance.md).
+conformance: install
+	@test -n "$(LLAMA_STACK_SRC)" || { echo "set LLAMA_STACK_SRC to a clone of llama-stack (docs/conformance.md)"; exit 2; }
+	$(BIN)/python conformance/run.py --src "$(LLAMA_STACK_SRC)" $(if $(MILVUS),--milvus $(MILVUS))
 
 clean:
 	rm -rf $(VENV)

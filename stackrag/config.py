@@ -128,6 +128,10 @@ class IngestionSettings(BaseModel):
     max_chunks_per_request: int = 100_000
     # An HTML or PDF document's parse is stopped after this long (content/parsing.py).
     parse_timeout_seconds: float = Field(default=30.0, gt=0)
+    # vector_stores.files.create and file_batches.create answer when ingestion has ended, or after
+    # this long with status in_progress (Llama Stack answers small files completed; its clients
+    # and tests rely on it). 0: answer at once.
+    attach_wait_seconds: float = Field(default=30.0, ge=0, le=600)
     # How documents become chunks and what gets embedded; the defaults won the comparison in
     # docs/retrieval.md. "tokens": overlapping token windows. "structure": Markdown/reST chunks
     # follow sections and keep code blocks whole (other text still gets token windows).

@@ -176,6 +176,89 @@ def test_agent_errors(agent_stack):
     assert httpx.get(f"{agent_stack.url}/v1/agents/{agent_id}").status_code == 404
 
 
+def test_documents_attached_to_a_turn_are_searched_in_the_session(agent_stack, docs_url):
+    """Llama Stack's test_rag_agent_with_attachments: an agent with no RAG toolgroup, documents (a URL
+    and inline text) given with the first turn, a question about them in the second."""
+    client = LlamaStackClient(base_url=agent_stack.url)
+    agent = Agent(client, AgentConfig(model=MODEL, instructions="You are a helpful assistant.",
+                                      enable_session_persistence=False, toolgroups=[]))
+    session_id = agent.create_session("attachments")
+    lora = (SHARED / "corpus" / "torchtune" / "lora_finetune.rst").read_text()[:500]
+    documents = [{"document_id": "num-0", "content": {"type": "url", "uri": f"{docs_url}/llama3.rst"},
+                  "mime_type": "text/plain", "metadata": {}},
+                 {"document_id": "num-1", "content": lora, "mime_type": "text/plain", "metadata": {}}]
+    agent.create_turn(messages=[{"role": "user", "content": "I am attaching some documentation for Torchtune. "
+                                 "Help me answer questions I will ask next."}],
+                      documents=documents, session_id=session_id, stream=False)
+    turn = agent.create_turn(messages=[{"role": "user", "content": "Tell me how to use LoRA in 100 words or less"}],
+                             session_id=session_id, stream=False)
+    assert "lora" in turn.output_message.content.lower()
+    searched = [s for s in turn.steps if s.step_type == "tool_execution"]
+    assert searched and "num-1" in searched[0].tool_responses[0].metadata["document_ids"]
+    # The documents live in the session's own vector DB, which goes with the session.
+    session_db = f"session-{session_id}"
+    assert httpx.get(f"{agent_stack.url}/v1/vector-dbs/{session_db}").status_code == 200
+    client.agents.session.delete(agent_id=agent.agent_id, session_id=session_id)
+    assert httpx.get(f"{agent_stack.url}/v1/vector-dbs/{session_db}").status_code == 404
+    # A document that cannot be read is a 400 before the turn starts, naming it.
+    session_id = agent.create_session("bad attachment")
+    with pytest.raises(BadRequestError, match="documents"):
+        agent.create_turn(messages=[{"role": "user", "content": "Read this."}], session_id=session_id, stream=False,
+                          documents=[{"content": {"type": "url", "uri": f"{docs_url}/missing.rst"},
+                                      "mime_type": "text/plain"}])
+
+
+def get_boiling_point(liquid_name: str, celcius: bool = True) -> int:
+    """
+    Returns the boiling point of a liquid in Celcius or Fahrenheit.
+
+    :param liquid_name: The name of the liquid
+    :param celcius: Whether to return the boiling point in Celcius
+    :return: The boiling point of the liquid in Celcius or Fahrenheit
+    """
+    if liquid_name.lower() == "polyjuice":
+        return -100 if celcius else -212
+    return -1
+
+
+def test_client_tools_pause_the_turn_and_resume_continues_it(agent_stack):
+    """Llama Stack's test_custom_tool / test_create_turn_response: a tool the client runs. The turn
+    stops with turn_awaiting_input at the model's call, the client library runs the tool and resumes,
+    and the turn ends inference -> tool_execution (the client's result) -> inference."""
+    client = LlamaStackClient(base_url=agent_stack.url)
+    agent = Agent(client, model=MODEL, instructions="You are a helpful assistant.", tools=[get_boiling_point])
+    session_id = agent.create_session("client tools")
+    question = "Call get_boiling_point tool and answer What is the boiling point of polyjuice?"
+    turn = agent.create_turn(messages=[{"role": "user", "content": question}], session_id=session_id, stream=False)
+    kinds = [s.step_type for s in turn.steps]
+    assert kinds[:3] == ["inference", "tool_execution", "inference"], kinds
+    execution = turn.steps[1]
+    assert execution.tool_calls[0].tool_name == "get_boiling_point"
+    assert str(execution.tool_responses[0].content) in ("-100", "-212")  # what the client's function returned
+    assert turn.input_messages[0].content == question
+    assert all(a.completed_at < b.started_at for a, b in zip(turn.steps, turn.steps[1:]))
+    # A model that keeps calling the tool stops at max_infer_iters: the turn still completes.
+    looping = Agent(client, model=MODEL, instructions="Always respond with tool calls no matter what.",
+                    tools=[get_boiling_point], max_infer_iters=2)
+    stopped = looping.create_turn(messages=[{"role": "user", "content": "Get the boiling point of polyjuice with a "
+                                             "tool call."}], session_id=looping.create_session("loop"), stream=False)
+    assert sum(s.step_type == "tool_execution" for s in stopped.steps) <= 2
+    # tool_choice none offers no tool: no tool step at all.
+    quiet = Agent(client, model=MODEL, instructions="You are a helpful assistant.", tools=[get_boiling_point],
+                  tool_config={"tool_choice": "none"})
+    answer = quiet.create_turn(messages=[{"role": "user", "content": question}],
+                               session_id=quiet.create_session("none"), stream=False)
+    assert [s.step_type for s in answer.steps] == ["inference"]
+    # A resume of a turn that waits for nothing is a 400; of a turn that does not exist a 404.
+    with pytest.raises(BadRequestError, match="complete"):
+        client.agents.turn.resume(agent_id=agent.agent_id, session_id=session_id, turn_id=turn.turn_id,
+                                  tool_responses=[])
+    with pytest.raises(NotFoundError):
+        client.agents.turn.resume(agent_id=agent.agent_id, session_id=session_id, turn_id="nope", tool_responses=[])
+    with pytest.raises(BadRequestError, match="tool_choice"):
+        client.agents.create(agent_config={"model": MODEL, "instructions": "x", "tool_choice": "no_such_tool"})
+
+
 def test_persistent_sessions_survive_a_restart(tmp_path, models_dir):
     server = start_example_server(tmp_path / "data", models_dir)
     try:

@@ -84,7 +84,8 @@ def faulty_stack(tmp_path_factory) -> Iterator[Server]:
         + "".join(f"- model_id: {m}\n  provider_id: flaky\n  provider_model_id: {m}\n  model_type: llm\n"
                   for m in FAILURES)
     )
-    server = start_server(data_dir, config)
+    # Keepalive comments every 0.5 s, so that the stall (2 s) shows them.
+    server = start_server(data_dir, config, env={"STACKRAG_SSE_KEEPALIVE_SECONDS": "0.5"})
     yield server
     server.stop()
     fake.shutdown()
@@ -120,13 +121,16 @@ def test_agent_turn_stream_ends_with_an_error_event(faulty_stack, mode):
             "model": mode, "instructions": "Be brief."}}).json()["agent_id"]
         session_id = http.post(f"/v1/agents/{agent_id}/session", json={"session_name": "s"}).json()["session_id"]
         started = time.monotonic()
-        events = []
+        events, keepalives = [], 0
         with http.stream("POST", f"/v1/agents/{agent_id}/session/{session_id}/turn",
                          json={"messages": [{"role": "user", "content": "hi"}], "stream": True}) as response:
             assert response.status_code == 200
             for line in response.iter_lines():
                 if line.startswith("data: "):
                     events.append(json.loads(line[6:]))
+                keepalives += line == ": keepalive"
+        # A silent model does not leave the client without a byte long enough to time out.
+        assert mode != "stall" or keepalives >= 2, keepalives
         assert time.monotonic() - started < TIMEOUT + 10
         assert "error" in events[-1], events[-1]
         assert EXPECTED[mode] in events[-1]["error"]["message"]

@@ -341,9 +341,19 @@ def test_a_deleted_file_stops_its_ingestion(stack, api):
     body = "\n\n".join(f"Section {i}: the ferry timetable for the northern route, entry {i}." for i in range(1000))
     file_id = api.post("/v1/files", files={"file": ("timetable.txt", body.encode())},
                        data={"purpose": "assistants"}).json()["id"]
-    store = api.post("/v1/vector_stores", json={"name": "ferries", "file_ids": [file_id]}).json()["id"]
-    time.sleep(0.3)
-    assert api.delete(f"/v1/files/{file_id}").status_code == 200
+    # The create answers when ingestion ends (attach_wait_seconds): the file is deleted meanwhile,
+    # once its ingestion has started.
+    name = f"ferries-{new_id()}"
+    with ThreadPoolExecutor(1) as pool:
+        creating = pool.submit(api.post, "/v1/vector_stores", json={"name": name, "file_ids": [file_id]})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            stores = [s for s in api.get("/v1/vector_stores", params={"limit": 100}).json()["data"] if s["name"] == name]
+            if stores and stores[0]["file_counts"]["in_progress"]:
+                break
+            time.sleep(0.05)
+        assert api.delete(f"/v1/files/{file_id}").status_code == 200
+        store = creating.result().json()["id"]
     assert api.get(f"/v1/files/{file_id}").status_code == 404
     time.sleep(3)
     hits = api.post(f"/v1/vector_stores/{store}/search", json={"query": "ferry timetable northern route"}).json()

@@ -133,10 +133,18 @@ def test_one_store_two_apis(agent_stack, oai, store):
 def test_failed_file_says_why(oai):
     bad = oai.files.create(file=("scan.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "image/png"), purpose="assistants")
     vs = oai.vector_stores.create(name="bad")
-    oai.vector_stores.files.create(vector_store_id=vs.id, file_id=bad.id)
-    entry = wait_completed(oai, vs.id, bad.id)
+    # A small file's attach answers with its final status (as Llama Stack's does), failed included.
+    entry = oai.vector_stores.files.create(vector_store_id=vs.id, file_id=bad.id)
     assert entry.status == "failed" and "not supported" in entry.last_error.message
     assert oai.vector_stores.retrieve(vs.id).file_counts.failed == 1
+    # Of several files, an unknown one fails on its own and says so; the others are still ingested.
+    with pytest.raises(NotFoundError):
+        oai.vector_stores.files.create(vector_store_id=vs.id, file_id="file-nope")
+    good = oai.files.create(file=("ok.txt", b"Kestrels hover before they dive.", "text/plain"), purpose="assistants")
+    mixed = oai.vector_stores.create(name="mixed", file_ids=[good.id, "file-nope"])
+    assert (mixed.file_counts.completed, mixed.file_counts.failed, mixed.file_counts.total) == (1, 1, 2)
+    missing = oai.vector_stores.files.retrieve(file_id="file-nope", vector_store_id=mixed.id)
+    assert missing.status == "failed" and "not found" in missing.last_error.message
 
 
 def test_chat_completions_and_embeddings(oai):
@@ -239,9 +247,9 @@ def test_file_batches(oai):
                               purpose="assistants") for i in range(2)]
     batch = oai.vector_stores.file_batches.create(vector_store_id=vs.id, file_ids=[f.id for f in files],
                                                   attributes={"kind": "batch"})
-    assert batch.id.startswith("vsfb_") and batch.file_counts.total == 2
-    for f in files:
-        assert wait_completed(oai, vs.id, f.id).status == "completed"
+    assert batch.id.startswith("vsfb_") and batch.object == "vector_store.file_batch"
+    # Small files are ingested before the batch is answered.
+    assert batch.status == "completed" and batch.file_counts.completed == batch.file_counts.total == 2
     done = oai.vector_stores.file_batches.retrieve(batch_id=batch.id, vector_store_id=vs.id)
     assert done.status == "completed" and done.file_counts.completed == 2
     listed = oai.vector_stores.file_batches.list_files(batch_id=batch.id, vector_store_id=vs.id)
@@ -249,3 +257,53 @@ def test_file_batches(oai):
     assert all(f.attributes == {"kind": "batch"} for f in listed)
     with pytest.raises(NotFoundError):
         oai.vector_stores.file_batches.retrieve(batch_id="vsfb_nope", vector_store_id=vs.id)
+
+
+def test_contextual_chunking(oai):
+    """Llama Stack's contextual chunking with the local model: each chunk is stored as the context
+    line the model wrote, a blank line, then the chunk's own text."""
+    text = ("# Lighthouses of the north coast\n\n## Keepers\n\nThe keepers trimmed the wicks at dusk and "
+            "wound the clockwork that turned the lens every four hours.\n\n## Fog\n\nIn fog the station "
+            "sounded a horn twice a minute, powered by compressed air from an engine house.\n")
+    file = oai.files.create(file=("lights.md", text.encode(), "text/markdown"), purpose="assistants")
+    sizes = {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}
+    static_store, contextual_store = oai.vector_stores.create(name="static"), oai.vector_stores.create(name="ctx")
+    assert oai.vector_stores.files.create(vector_store_id=static_store.id, file_id=file.id, chunking_strategy={
+        "type": "static", "static": sizes}).status == "completed"
+    entry = oai.vector_stores.files.create(vector_store_id=contextual_store.id, file_id=file.id, chunking_strategy={
+        "type": "contextual", "contextual": {**sizes, "model_id": MODEL}})
+    assert entry.status == "completed", entry.last_error
+    assert entry.chunking_strategy.type == "contextual"
+    static = [c.text for c in oai.vector_stores.files.content(vector_store_id=static_store.id, file_id=file.id).data]
+    contextual = [c.text for c in
+                  oai.vector_stores.files.content(vector_store_id=contextual_store.id, file_id=file.id).data]
+    assert len(static) == len(contextual) > 0
+    for plain, situated in zip(static, contextual):
+        assert situated.endswith(plain) and len(situated) > len(plain) + 2 and "\n\n" in situated
+    # Without a model it is refused at once, saying what is missing; the attachment is left as it was.
+    with pytest.raises(BadRequestError, match="model_id"):
+        oai.vector_stores.files.create(vector_store_id=static_store.id, file_id=file.id, chunking_strategy={
+            "type": "contextual", "contextual": sizes})
+    kept = oai.vector_stores.files.retrieve(file_id=file.id, vector_store_id=static_store.id)
+    assert kept.chunking_strategy.type == "static" and kept.status == "completed"
+    with pytest.raises(BadRequestError, match="WHOLE_DOCUMENT"):
+        oai.vector_stores.files.create(vector_store_id=static_store.id, file_id=file.id, chunking_strategy={
+            "type": "contextual", "contextual": {**sizes, "model_id": MODEL, "context_prompt": "Describe {{CHUNK_CONTENT}}"}})
+
+
+def test_file_contents_with_embeddings_and_metadata(agent_stack, oai, store):
+    """Llama Stack's extra query of files.content: include_embeddings / include_metadata; the fields are
+    there either way (null when not asked for)."""
+    vs, uploaded = store
+    file_id = uploaded["chat.rst"].id
+    plain = oai.vector_stores.files.content(vector_store_id=vs.id, file_id=file_id).data
+    full = oai.vector_stores.files.content(vector_store_id=vs.id, file_id=file_id,
+                                           extra_query={"include_embeddings": True, "include_metadata": True}).data
+    assert len(plain) == len(full) > 1
+    assert [p.text for p in plain] == [f.text for f in full]
+    as_dicts = [p.model_dump() for p in plain]
+    assert all(d["embedding"] is None and d["metadata"] is None for d in as_dicts)
+    first = full[0].model_dump()
+    assert len(first["embedding"]) == 384 and abs(sum(x * x for x in first["embedding"]) - 1) < 1e-3
+    assert first["chunk_metadata"]["document_id"] == file_id and first["chunk_metadata"]["chunk_id"]
+    assert first["metadata"]["topic"] == "chat"

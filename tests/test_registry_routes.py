@@ -25,6 +25,8 @@ def test_providers_list_and_get(stack):
     assert milvus.provider_type in ("inline::milvus", "remote::milvus")
     assert milvus.health["status"] == "OK"
     assert providers["sentence-transformers"].api == "inference"
+    # The files API is the storage layer's; it is listed so that clients looking for it find it.
+    assert (providers["files"].api, providers["files"].provider_type) == ("files", "inline::localfs")
     if milvus.provider_type == "remote::milvus":
         assert milvus.config["token"] == "********"  # secrets never leave the server
     assert client.providers.retrieve("milvus").provider_id == "milvus"

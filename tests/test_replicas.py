@@ -115,6 +115,8 @@ def write_replica_config(path: Path, pg: PostgresServer, db: str, milvus_uri: st
         "  metadata: {embedding_dimension: 384}\n"
         + pg.metadata_store_yaml(db) +
         f"jobs: {{lease_seconds: {LEASE_SECONDS}}}\n"
+        # Attaches answer at once: these tests kill a replica while its jobs run.
+        "ingestion: {attach_wait_seconds: 0}\n"
     )
     return path
 

@@ -3,6 +3,7 @@ score_threshold, and the 400s that bad chunks get."""
 
 from __future__ import annotations
 
+import httpx
 import numpy as np
 import pytest
 from llama_stack_client import BadRequestError, LlamaStackClient
@@ -145,3 +146,21 @@ def test_injection_shaped_document_ids_are_just_ids(stack):
     result = client.vector_io.query(vector_db_id=db, query="document", params={"max_chunks": 10, "score_threshold": -1})
     assert sorted(c.metadata["document_id"] for c in result.chunks) == sorted(["x", sneaky, "back\\slash"])
     client.vector_dbs.unregister(vector_db_id=db)
+
+
+def test_embedding_dimension_as_decimal_digits(stack):
+    """Llama Stack's own test harness sends --embedding-dimension as the string "384"; its server takes
+    it, and so must this one. Anything else that is not an integer stays a 400."""
+    db = new_id("digits")
+    ok = httpx.post(f"{stack.url}/v1/vector-dbs", json={"vector_db_id": db, "embedding_model": "all-MiniLM-L6-v2",
+                                                        "embedding_dimension": "384"})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["embedding_dimension"] == 384
+    for bad in (True, "38x", 384.5):
+        r = httpx.post(f"{stack.url}/v1/vector-dbs", json={"vector_db_id": new_id("digits"),
+                                                           "embedding_model": "all-MiniLM-L6-v2",
+                                                           "embedding_dimension": bad})
+        assert r.status_code == 400 and "embedding_dimension" in r.json()["detail"], (bad, r.text)
+    store = httpx.post(f"{stack.url}/v1/vector_stores", json={"name": "digits", "embedding_dimension": "384"})
+    assert store.status_code == 200, store.text
+    httpx.delete(f"{stack.url}/v1/vector-dbs/{db}")

@@ -4,8 +4,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 from typing import Any, AsyncIterator
 
 from fastapi.responses import StreamingResponse
@@ -14,15 +16,39 @@ from ..errors import StackError
 
 log = logging.getLogger(__name__)
 
+# A comment line after this long without an event: a model that thinks (or writes a tool call, which
+# is held back until it is whole) for minutes would otherwise trip the clients' read timeouts
+# (llama-stack-client: 60 s). SSE clients skip comment lines.
+KEEPALIVE_SECONDS = float(os.environ.get("STACKRAG_SSE_KEEPALIVE_SECONDS") or 15.0)
+KEEPALIVE = ": keepalive\n\n"
+
 
 def event(data: Any) -> str:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
+async def _kept_alive(events: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """The events, with KEEPALIVE (as is) in the silences; the pending step is never cancelled."""
+    iterator = events.__aiter__()
+    while True:
+        step = asyncio.ensure_future(iterator.__anext__())
+        try:
+            while not (await asyncio.wait({step}, timeout=KEEPALIVE_SECONDS))[0]:
+                yield KEEPALIVE
+        except BaseException:  # the client went away: stop the producer too
+            step.cancel()
+            raise
+        try:
+            item = step.result()
+        except StopAsyncIteration:
+            return
+        yield item
+
+
 async def guarded(events: AsyncIterator[Any]) -> AsyncIterator[str]:
     try:
-        async for item in events:
-            yield event(item)
+        async for item in _kept_alive(events):
+            yield item if item is KEEPALIVE else event(item)
     except StackError as exc:
         yield event({"error": {"message": exc.message, "status_code": exc.status_code}})
     except Exception:

@@ -139,8 +139,9 @@ class VectorIndex(Provider, Protocol):
 
     def count_rows(self, name: str, chunks_only: bool = True) -> int: ...
 
-    def document_chunks(self, name: str, document_id: str) -> list[dict[str, Any]]:
-        """A document's chunks in their order."""
+    def document_chunks(self, name: str, document_id: str, with_vectors: bool = False) -> list[dict[str, Any]]:
+        """A document's chunks in their order; with_vectors: each also with its chunk_id and the
+        "embedding" of its first window."""
         ...
 
     def document_heads(self, name: str, limit: int) -> list[Hit]:

@@ -22,7 +22,7 @@ from ..errors import BadRequest, NotFound, bad_request_from
 from ..storage.registry import Registry
 from . import tenancy
 from ..wire.llama_stack import RAGQueryConfig as RAGQueryConfigIn
-from ..wire.llama_stack import RAGToolArgs, SamplingParams
+from ..wire.llama_stack import RAGDocument, RAGToolArgs, SamplingParams, TurnDocument
 from .inference import DEFAULT_ANSWER_TOKENS, Completion, Delta, Sampling, generate
 from .messages import to_openai, tool_call, tool_definition_to_openai
 from .models import ModelService
@@ -120,8 +120,13 @@ class AgentService:
             raise BadRequest("agent_config.model is required")
         self._models.chat_model(model)  # an unknown or non-chat model fails now, not at the first turn
         rag = rag_tool_of(config.get("toolgroups") or [], self._retrieval_mode)
-        if config.get("client_tools"):
-            raise BadRequest("client_tools are not supported yet; use builtin::rag")
+        names = [t["name"] for t in config.get("client_tools") or []]
+        if len(set(names)) != len(names) or "knowledge_search" in names:
+            raise BadRequest("client_tools names must be unique and not knowledge_search (the RAG tool's)")
+        choice = _tool_choice(config)
+        if choice not in ("auto", "required", "none") and choice not in names + ["knowledge_search"]:
+            raise BadRequest(f"tool_choice {choice!r} is none of auto, required, none or a tool of this agent "
+                             f"({', '.join(names) or 'it has none'})")
         if config.get("input_shields") or config.get("output_shields"):
             raise BadRequest("shields are not supported by stackrag; leave input_shields/output_shields empty")
         if tenancy.current() is not None and rag is not None:
@@ -137,10 +142,10 @@ class AgentService:
     def list_agents(self) -> list[dict[str, Any]]:
         return [tenancy.without_owner(a) for a in self._registry.list(AGENTS) if tenancy.sees(a)]
 
-    def delete_agent(self, agent_id: str) -> None:
+    async def delete_agent(self, agent_id: str) -> None:
         self.get_agent(agent_id)
         for session in self.list_sessions(agent_id):
-            self.delete_session(agent_id, session["session_id"])
+            await self.delete_session(agent_id, session["session_id"])
         self._registry.delete(AGENTS, agent_id)
 
     # -- sessions -----------------------------------------------------------------------------
@@ -172,23 +177,18 @@ class AgentService:
         stored = [s for s in self._registry.list(SESSIONS) if s["agent_id"] == agent_id]
         return stored + [s for s in self._memory_sessions.values() if s["agent_id"] == agent_id]
 
-    def delete_session(self, agent_id: str, session_id: str) -> None:
-        self.get_session(agent_id, session_id)
+    async def delete_session(self, agent_id: str, session_id: str) -> None:
+        session = self.get_session(agent_id, session_id)
         self._memory_sessions.pop(session_id, None)
         self._registry.delete(SESSIONS, session_id)
+        if session.get("vector_db_id"):
+            await self._rag.drop_own(session["vector_db_id"])
 
     def get_turn(self, agent_id: str, session_id: str, turn_id: str) -> dict[str, Any]:
         for turn in self.get_session(agent_id, session_id)["turns"]:
             if turn["turn_id"] == turn_id:
                 return turn
         raise NotFound(f"Turn {turn_id!r} not found in session {session_id!r}")
-
-    def resume_turn(self, agent_id: str, session_id: str, turn_id: str) -> None:
-        """Llama Stack resumes turns paused for client-side tool results; stackrag runs its tools itself, so
-        every stored turn is complete and an unknown one is a 404."""
-        self.get_turn(agent_id, session_id, turn_id)
-        raise BadRequest(f"turn {turn_id!r} is complete: stackrag runs its tools itself and never leaves a turn "
-                         "awaiting tool responses; start a new turn instead")
 
     def get_step(self, agent_id: str, session_id: str, turn_id: str, step_id: str) -> dict[str, Any]:
         for step in self.get_turn(agent_id, session_id, turn_id)["steps"]:
@@ -198,11 +198,12 @@ class AgentService:
 
     # -- turns --------------------------------------------------------------------------------
 
-    def prepare_turn(
+    async def prepare_turn(
         self, agent_id: str, session_id: str, messages: list[dict[str, Any]], toolgroups: list[Any] | None,
-        documents: list[Any] | None,
+        documents: list[TurnDocument] | None,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Check a turn before any event is streamed, so bad input is a plain 4xx."""
+        """Check a turn before any event is streamed, so bad input is a plain 4xx; documents given
+        with the turn are made searchable here, for this turn and the session's later ones."""
         agent = self.get_agent(agent_id)
         session = self.get_session(agent_id, session_id)
         if not messages:
@@ -211,11 +212,26 @@ class AgentService:
             if message.get("role") not in ("user", "tool"):
                 raise BadRequest(f"messages[{i}].role must be 'user' or 'tool' in a turn")
             to_openai(message, f"messages[{i}]")
-        if documents:
-            raise BadRequest("documents attached to a turn are not supported yet; insert them with rag-tool")
         if toolgroups:
             rag_tool_of(toolgroups, self._retrieval_mode)
+        if documents:
+            await self._attach_documents(agent, session, documents)
         return agent, session
+
+    async def _attach_documents(self, agent: dict[str, Any], session: dict[str, Any],
+                                documents: list[TurnDocument]) -> None:
+        """Into the session's own vector DB (made on the first attachment, dropped with the session).
+        Llama Stack pastes the documents' whole text into the user message instead, which overflows a
+        small model's context with any real document; searched, they fit."""
+        vector_db_id = session.get("vector_db_id") or f"session-{session['session_id']}"
+        docs = [RAGDocument.model_validate({
+            "document_id": d.document_id or f"attachment-{uuid.uuid4().hex[:12]}",
+            "content": d.model_dump(mode="json")["content"], "mime_type": d.mime_type, "metadata": d.metadata or {},
+        }) for d in documents]
+        await self._rag.insert_into_own(vector_db_id, docs)
+        if session.get("vector_db_id") != vector_db_id:
+            session["vector_db_id"] = vector_db_id
+            self._save_session(agent, session)
 
     async def run_turn(
         self,
@@ -230,12 +246,19 @@ class AgentService:
         model = self._models.chat_model(config["model"])
         sampling = Sampling.of(SamplingParams.model_validate(config.get("sampling_params") or {}))
         rag = rag_tool_of(list(config.get("toolgroups") or []) + list(toolgroups or []), self._retrieval_mode)
+        if session.get("vector_db_id"):  # documents attached to this session's turns are searched too
+            if rag is None:
+                rag = RAGTool([], None, self._retrieval_mode)
+            if session["vector_db_id"] not in rag.vector_db_ids:
+                rag.vector_db_ids.append(session["vector_db_id"])
         max_iters = int(config.get("max_infer_iters") or DEFAULT_MAX_INFER_ITERS)
         state = TurnState(str(uuid.uuid4()), session["session_id"], [dict(m, context=None) for m in messages], now())
 
         history = await self._history(config, session, model)
         conversation = history + [to_openai(m, f"messages[{i}]") for i, m in enumerate(messages)]
-        tools = [self._search_tool()] if rag and rag.mode == "model_decides" else None
+        client_tools = {t["name"]: t for t in config.get("client_tools") or []}
+        tools = ([self._search_tool()] if rag and rag.mode == "model_decides" else []) + [
+            _client_tool_to_openai(t) for t in client_tools.values()]
 
         if rag and rag.mode == "retrieve_first":
             query = content_as_text(messages[-1].get("content"), "content", sep=" ")
@@ -253,36 +276,119 @@ class AgentService:
                                                                        conversation, sampling)}
 
         final: Completion | None = None
-        if rag and rag.mode == "retrieve_first" and state.last_result is not None and not state.last_result.hits:
+        if rag and rag.mode == "retrieve_first" and state.last_result is not None and not state.last_result.hits \
+                and not client_tools:
             # Nothing in the documents is close enough: a small model would answer from memory (or invent).
             final = Completion(text=NO_CONTEXT_ANSWER)
             async for event in self._fixed_inference_step(state, final):
                 yield event
-        for _ in range(0 if final is not None else max_iters):
+            async for event in self._finish(agent, session, state, final):
+                yield event
+            return
+        loop = _Loop(state, conversation, rag, tools, client_tools, _tool_choice(config), max_iters, toolgroups)
+        async for event in self._run_loop(agent, session, loop, model, sampling, api_key):
+            yield event
+
+    async def _run_loop(self, agent: dict[str, Any], session: dict[str, Any], loop: _Loop, model: Any,
+                        sampling: Sampling, api_key: str | None) -> AsyncIterator[dict[str, Any]]:
+        """Inference steps and the tools they call, until an answer, a call of a client's tool (the
+        turn then waits for its result: resume_turn), or max_infer_iters."""
+        state, conversation = loop.state, loop.conversation
+        final: Completion | None = None
+        while loop.iters_left > 0:
+            loop.iters_left -= 1
+            choice = loop.tool_choice if loop.first else "auto"
+            loop.first = False
+            tools = None if choice == "none" else loop.tools
+            messages = conversation
+            if tools and choice not in ("auto", "none"):
+                # A small model does not honour tool_choice by itself; it is said in words too.
+                wanted = "one of the tools" if choice == "required" else f"the tool {choice}"
+                messages = conversation + [{"role": "system", "content": f"Answer by calling {wanted}."}]
             completion: Completion | None = None
-            async for event in self._inference_step(state, model, conversation, sampling, tools, api_key):
+            async for event in self._inference_step(state, model, messages, sampling, tools, api_key,
+                                                    _openai_choice(choice) if tools else None):
                 if isinstance(event, Completion):
                     completion = event
                 else:
                     yield event
             assert completion is not None
             final = completion
-            if not completion.tool_calls or rag is None:
+            if not completion.tool_calls:
+                break
+            client_calls = [c for c in completion.tool_calls if c["tool_name"] in loop.client_tools]
+            if loop.rag is None and not client_calls:
                 break
             conversation.append(to_openai(completion.message(), "assistant"))
             for call in completion.tool_calls:
-                # Each result follows the assistant message that asked for it.
-                async for event in self._run_knowledge_search(state, rag, call, model, conversation, sampling):
-                    yield event
-        assert final is not None
-        output = final.message()
-        if final.tool_calls:
+                if call["tool_name"] not in loop.client_tools:
+                    # Each result follows the assistant message that asked for it.
+                    async for event in self._run_knowledge_search(state, loop.rag, call, model, conversation,
+                                                                  sampling):
+                        yield event
+            if client_calls:
+                loop.awaiting = client_calls
+                session.setdefault("pending", {})[state.turn_id] = loop.dump()
+                self._save_session(agent, session)
+                output = {**completion.message(), "stop_reason": "end_of_message", "tool_calls": client_calls}
+                yield {"event_type": "turn_awaiting_input", "turn": state.turn(output)}
+                return
+        async for event in self._finish(agent, session, state, final):
+            yield event
+
+    async def _finish(self, agent: dict[str, Any], session: dict[str, Any], state: TurnState,
+                      final: Completion | None) -> AsyncIterator[dict[str, Any]]:
+        """final None: a resumed turn had no inference left (max_infer_iters)."""
+        output = final.message() if final is not None else {}
+        if final is None or final.tool_calls:
             # max_infer_iters ran out while the model still wanted tools: answer with what we have.
             output = {"role": "assistant", "content": "", "stop_reason": "out_of_tokens", "tool_calls": []}
         turn = state.turn(output)
+        session.get("pending", {}).pop(state.turn_id, None)
         session["turns"].append(turn)
         self._save_session(agent, session)
         yield {"event_type": "turn_complete", "turn": turn}
+
+    def prepare_resume(self, agent_id: str, session_id: str, turn_id: str,
+                       tool_responses: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any], _Loop]:
+        """Check a resume before any event is streamed: the turn must be waiting, and every tool
+        call it waits for must get its response."""
+        agent = self.get_agent(agent_id)
+        session = self.get_session(agent_id, session_id)
+        pending = (session.get("pending") or {}).get(turn_id)
+        if pending is None:
+            self.get_turn(agent_id, session_id, turn_id)  # 404 for a turn that does not exist
+            raise BadRequest(f"turn {turn_id!r} is complete: it waits for no tool responses; start a new turn")
+        loop = _Loop.load(pending)
+        given = {r["call_id"]: r for r in tool_responses}
+        missing = [c["call_id"] for c in loop.awaiting if c["call_id"] not in given]
+        if missing:
+            raise BadRequest(f"tool_responses must answer every call the turn waits for; missing call_id "
+                             f"{', '.join(missing)}")
+        unknown = [i for i in given if i not in {c["call_id"] for c in loop.awaiting}]
+        if unknown:
+            raise BadRequest(f"tool_responses name calls this turn did not make: {', '.join(unknown)}")
+        loop.responses = [given[c["call_id"]] for c in loop.awaiting]
+        return agent, session, loop
+
+    async def resume_turn(self, agent: dict[str, Any], session: dict[str, Any], loop: _Loop,
+                          api_key: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The client's tool results as the tool_execution step, then the turn goes on."""
+        config = agent["agent_config"]
+        model = self._models.chat_model(config["model"])
+        sampling = Sampling.of(SamplingParams.model_validate(config.get("sampling_params") or {}))
+        state, step_id, started = loop.state, str(uuid.uuid4()), now()
+        yield {"event_type": "step_start", "step_type": "tool_execution", "step_id": step_id, "metadata": {}}
+        responses = [{"call_id": r["call_id"], "tool_name": r["tool_name"], "content": r["content"],
+                      "metadata": r.get("metadata") or {}} for r in loop.responses]
+        yield self._complete(state, "tool_execution", step_id, started,
+                             {"tool_calls": loop.awaiting, "tool_responses": responses})
+        for response in responses:
+            loop.conversation.append(to_openai({"role": "tool", "call_id": response["call_id"],
+                                                "content": response["content"]}, "tool_responses"))
+        loop.awaiting, loop.responses = [], []
+        async for event in self._run_loop(agent, session, loop, model, sampling, api_key):
+            yield event
 
     async def _history(self, config: dict[str, Any], session: dict[str, Any], model: Any) -> list[dict[str, Any]]:
         """Instructions and earlier turns; the oldest turns give way when they would take more
@@ -325,12 +431,13 @@ class AgentService:
         yield self._complete(state, "inference", step_id, started, {"model_response": completion.message()})
 
     async def _inference_step(self, state: TurnState, model: Any, conversation: list[dict[str, Any]],
-                              sampling: Sampling, tools: list[dict[str, Any]] | None,
-                              api_key: str | None) -> AsyncIterator[dict[str, Any] | Completion]:
+                              sampling: Sampling, tools: list[dict[str, Any]] | None, api_key: str | None,
+                              tool_choice: Any = None) -> AsyncIterator[dict[str, Any] | Completion]:
         step_id, started = str(uuid.uuid4()), now()
         yield {"event_type": "step_start", "step_type": "inference", "step_id": step_id, "metadata": {}}
         completion: Completion | None = None
-        async for item in generate(model, conversation, sampling, tools, "auto" if tools else None, api_key):
+        async for item in generate(model, conversation, sampling, tools or None,
+                                   (tool_choice or "auto") if tools else None, api_key):
             if isinstance(item, Delta):
                 yield {"event_type": "step_progress", "step_type": "inference", "step_id": step_id,
                        "delta": {"type": "text", "text": item.text}}
@@ -343,14 +450,14 @@ class AgentService:
         yield self._complete(state, "inference", step_id, started, {"model_response": completion.message()})
         yield completion
 
-    async def _run_knowledge_search(self, state: TurnState, rag: RAGTool, call: dict[str, Any], model: Any,
+    async def _run_knowledge_search(self, state: TurnState, rag: RAGTool | None, call: dict[str, Any], model: Any,
                                     conversation: list[dict[str, Any]], sampling: Sampling) -> AsyncIterator[dict]:
         step_id, started = str(uuid.uuid4()), now()
         yield {"event_type": "step_start", "step_type": "tool_execution", "step_id": step_id, "metadata": {}}
         yield {"event_type": "step_progress", "step_type": "tool_execution", "step_id": step_id,
                "delta": {"type": "tool_call", "tool_call": call, "parse_status": "in_progress"}}
-        if call["tool_name"] != "knowledge_search":
-            content: Any = f"Unknown tool {call['tool_name']!r}; the only tool is knowledge_search."
+        if call["tool_name"] != "knowledge_search" or rag is None:
+            content: Any = f"Unknown tool {call['tool_name']!r}; it is not a tool of this agent."
             metadata: dict[str, Any] = {}
         else:
             query = str(call["arguments"].get("query") or "")
@@ -402,3 +509,64 @@ async def grounded_question(result: RAGResult, question: str, model: Any, conver
     names = "; ".join(dict.fromkeys(titles[: len(passages)]))
     body = "\n\n".join(passages)
     return f"Excerpts from these documents: {names}.\n\n{body}\n\nUsing the excerpts above, answer: {question}"
+
+
+@dataclass
+class _Loop:
+    """Where a turn's tool loop stands; stored with the session while the turn waits for a client's
+    tool results, so that the resume (on any replica) goes on from here."""
+
+    state: TurnState
+    conversation: list[dict[str, Any]]
+    rag: RAGTool | None
+    tools: list[dict[str, Any]]
+    client_tools: dict[str, Any]
+    tool_choice: str
+    iters_left: int
+    toolgroups: list[Any] | None = None
+    first: bool = True
+    awaiting: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[dict[str, Any]] = field(default_factory=list)
+
+    def dump(self) -> dict[str, Any]:
+        state = self.state
+        return {"state": {"turn_id": state.turn_id, "session_id": state.session_id,
+                          "input_messages": state.input_messages, "started_at": state.started_at,
+                          "steps": state.steps, "sources": state.sources},
+                "conversation": self.conversation,
+                "rag": None if self.rag is None else {"vector_db_ids": self.rag.vector_db_ids, "mode": self.rag.mode,
+                                                      "query_config": self.rag.query_config.model_dump(mode="json")
+                                                      if self.rag.query_config else None},
+                "tools": self.tools, "client_tools": self.client_tools, "tool_choice": self.tool_choice,
+                "iters_left": self.iters_left, "first": self.first, "awaiting": self.awaiting}
+
+    @classmethod
+    def load(cls, data: dict[str, Any]) -> _Loop:
+        rag = data.get("rag")
+        return cls(TurnState(**data["state"]), data["conversation"],
+                   None if rag is None else RAGTool(rag["vector_db_ids"], RAGQueryConfigIn.model_validate(
+                       rag["query_config"]) if rag.get("query_config") else None, rag["mode"]),
+                   data["tools"], data["client_tools"], data["tool_choice"], data["iters_left"],
+                   first=data["first"], awaiting=data["awaiting"])
+
+
+def _tool_choice(config: dict[str, Any]) -> str:
+    """auto | required | none | a tool's name; tool_config's, else the deprecated top-level field."""
+    return (config.get("tool_config") or {}).get("tool_choice") or config.get("tool_choice") or "auto"
+
+
+def _openai_choice(choice: str) -> Any:
+    if choice in ("auto", "required", "none"):
+        return choice
+    return {"type": "function", "function": {"name": choice}}
+
+
+def _client_tool_to_openai(tool: dict[str, Any]) -> dict[str, Any]:
+    """A client's ToolDef ({name, description, parameters: [{name, parameter_type, description,
+    required}]}) as an OpenAI function tool."""
+    return tool_definition_to_openai({
+        "tool_name": tool["name"], "description": tool.get("description") or "",
+        "parameters": {p.get("name"): {"param_type": p.get("parameter_type") or "string",
+                                       "description": p.get("description") or "", "required": p.get("required", True)}
+                       for p in tool.get("parameters") or [] if isinstance(p.get("name"), str)},
+    })

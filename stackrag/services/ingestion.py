@@ -51,6 +51,8 @@ MAX_PREFIX_TOKENS = 32
 Progress = Callable[[int, int], Awaitable[None] | None]
 # Raises Conflict when what a write was started for is gone (checked under the document lock).
 Fence = Callable[[], None]
+# (document text, its chunks' texts) -> a context line per chunk ("" for none).
+Contextualize = Callable[[str, list[str]], Awaitable[list[str]]]
 
 
 @dataclass
@@ -208,7 +210,10 @@ class Ingestion:
         chunk_size_in_tokens: int | None = None,
         overlap_tokens: int | None = None,
         fence: Fence | None = None,
+        contextualize: Contextualize | None = None,
     ) -> InsertStats:
+        """`contextualize`, given a document's text and its chunks' texts, gives a context line for
+        each chunk, stored and embedded before the chunk's text (contextual chunking)."""
         started = time.perf_counter()
         chunk_size_in_tokens = DEFAULT_CHUNK_TOKENS if chunk_size_in_tokens is None else chunk_size_in_tokens
         embedder = db.embedder
@@ -237,7 +242,8 @@ class Ingestion:
         prepared: list[list[PreparedChunk]] = []
         for position, (doc, (text, markup)) in enumerate(zip(documents, texts)):
             title = title_of(text)
-            if self._limits.chunking == "sections":
+            # Tiled chunks carry their windows already: a context line could not be embedded with them.
+            if self._limits.chunking == "sections" and contextualize is None:
                 chunks = await asyncio.to_thread(
                     tile_document, text, doc.document_id, chunk_size_in_tokens, embedder.tokenizer,
                     lambda section: self._window_tokens(embedder, self._prefix(embedder, title, section)
@@ -251,6 +257,11 @@ class Ingestion:
                 )
             if not chunks:
                 raise BadRequest(f"documents[{position}] ({doc.document_id}) has no text to index")
+            if contextualize is not None:
+                contexts = await contextualize(text, [c.content for c in chunks])
+                for chunk, context in zip(chunks, contexts):
+                    if context:
+                        chunk.content = f"{context}\n\n{chunk.content}"
             prepared.append(await asyncio.to_thread(self._prepare_text_chunks, chunks, embedder, title, max_bytes))
         total_chunks = sum(len(p) for p in prepared)
         if total_chunks > self._limits.max_chunks_per_request:

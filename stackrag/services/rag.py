@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config import DEFAULT_EMBEDDING_MODEL
 from ..content.text import plain
+from ..errors import NotFound
 from ..wire.llama_stack import RAGDocument, RAGQueryConfig as RAGQueryConfigIn
 from .ingestion import Document, Ingestion, InsertStats
 from .retrieval import RAGQueryConfig, RAGResult, Retrieval
@@ -26,6 +28,21 @@ class RAGService:
     async def insert(self, vector_db_id: str, documents: list[RAGDocument], chunk_size: int | None) -> InsertStats:
         db = self._dbs.open(vector_db_id)
         return await self._ingestion.insert_documents(db, [document_of(d) for d in documents], chunk_size)
+
+    async def insert_into_own(self, vector_db_id: str, documents: list[RAGDocument]) -> InsertStats:
+        """Insert into a vector DB this server keeps for someone (an agent session's documents),
+        registering it with the default embedding model the first time."""
+        try:
+            self._dbs.get(vector_db_id)
+        except NotFound:
+            await self._dbs.register(vector_db_id, DEFAULT_EMBEDDING_MODEL, None, None, None)
+        return await self.insert(vector_db_id, documents, None)
+
+    async def drop_own(self, vector_db_id: str) -> None:
+        try:
+            await self._dbs.unregister(vector_db_id)
+        except NotFound:
+            pass
 
     async def query(self, vector_db_ids: list[str], content: Any, config: RAGQueryConfigIn | None) -> RAGResult:
         return await self.knowledge_search(vector_db_ids, content, self._retrieval.rag_config(config))

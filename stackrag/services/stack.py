@@ -14,7 +14,7 @@ from ..config import RunConfig
 from ..errors import BadRequest
 from ..providers.protocols import Provider
 from ..providers.registry import PROVIDERS, create, lookup
-from ..storage import Storage, open_storage
+from ..storage import Storage, files_kind, open_storage
 from ..storage.registry import Registry
 from .agents import AgentService
 from .files import FileService
@@ -69,6 +69,11 @@ def build_stack(config: RunConfig) -> Stack:
     data_dir.mkdir(parents=True, exist_ok=True)
     providers, instances = _providers(config, data_dir)
     storage = open_storage(config)
+    # The files API is served by the storage layer, not by a configured provider; it is listed so
+    # that clients (and Llama Stack's tests) that look for a files provider find one.
+    kind = files_kind(config)
+    providers.append(ProviderInfo("files", "files", "inline::localfs" if kind == "directory" else "inline::postgres",
+                                  {"type": kind}))
     registry = storage.registry
     replica = Replica(registry, storage.jobs, config.jobs)
     models = ModelService(registry, instances["inference"])
@@ -79,7 +84,8 @@ def build_stack(config: RunConfig) -> Stack:
     retrieval = Retrieval(config.retrieval)
     rag = RAGService(vector_dbs, ingestion, retrieval)
     files = FileService(registry, storage.blobs, config.ingestion.max_document_bytes)
-    vector_stores = VectorStoreService(vector_dbs, files, ingestion, retrieval, registry, replica)
+    vector_stores = VectorStoreService(vector_dbs, files, ingestion, retrieval, registry, replica, models,
+                                       config.ingestion.attach_wait_seconds)
     # Writes of replicas that died are rolled back by the live ones, not only at a restart.
     replica.sweep(lambda: ingestion.recover(vector_dbs.indexes, replica.alive))
     return Stack(

@@ -18,9 +18,11 @@ from ..content.text import content_as_text
 from ..errors import BadRequest, Conflict, NotFound, StackError
 from ..storage.jobs import Job
 from ..wire.llama_stack import RRFRanker, WeightedRanker
-from ..wire.openai import ChunkingStrategy, ComparisonFilter, Filter, RankingOptions, StaticChunkingStrategy
+from ..wire.openai import ChunkingStrategy, ComparisonFilter, ContextualChunkingStrategy, Filter, RankingOptions, StaticChunkingStrategy
+from .contextual import Contextualizer, check_model
 from .files import FileService
 from .ingestion import Document, Fence, Ingestion
+from .models import ModelService
 from .records import VectorDBRecord
 from .replica import Lease, Replica
 from .retrieval import Retrieval, SearchParams, ranker_dict
@@ -66,9 +68,11 @@ MAX_ATTEMPTS = 3
 
 def chunking_of(strategy: ChunkingStrategy | None) -> dict[str, Any]:
     """The strategy as stored with the file (and shown): auto is the static default."""
-    if not isinstance(strategy, StaticChunkingStrategy):
-        return AUTO_CHUNK
-    return {"type": "static", "static": strategy.static.model_dump()}
+    if isinstance(strategy, StaticChunkingStrategy):
+        return {"type": "static", "static": strategy.static.model_dump()}
+    if isinstance(strategy, ContextualChunkingStrategy):
+        return {"type": "contextual", "contextual": strategy.contextual.model_dump()}
+    return AUTO_CHUNK
 
 
 def matches(attributes: dict[str, Any], flt: Filter) -> bool:
@@ -95,8 +99,11 @@ def matches(attributes: dict[str, Any], flt: Filter) -> bool:
 
 class VectorStoreService:
     def __init__(self, vector_dbs: VectorDBService, files: FileService, ingestion: Ingestion,
-                 retrieval: Retrieval, registry: Any, replica: Replica):
+                 retrieval: Retrieval, registry: Any, replica: Replica, models: ModelService,
+                 attach_wait_seconds: float = 0.0):
         self._dbs = vector_dbs
+        self._models = models
+        self._attach_wait = attach_wait_seconds
         self._files = files
         self._ingestion = ingestion
         self._retrieval = retrieval
@@ -109,15 +116,13 @@ class VectorStoreService:
     async def create(self, name: str | None, file_ids: list[str], chunking: ChunkingStrategy | None,
                      metadata: dict[str, Any] | None, embedding_model: str | None, provider_id: str | None) -> dict:
         store_id = f"vs_{uuid.uuid4()}"
-        for file_id in file_ids:
-            self._files.get(file_id)
         record = await self._dbs.register(store_id, embedding_model or DEFAULT_EMBEDDING_MODEL, None, provider_id,
                                           None, vector_db_name=name)
         record.metadata = dict(metadata or {})
         record.last_active_at = record.created_at
         self._dbs.save(record)
-        for file_id in file_ids:
-            self.attach(store_id, file_id, {}, chunking)
+        await self._settle([self._attach(store_id, file_id, {}, chunking, missing_fails=True)
+                            for file_id in file_ids])
         return self.view(record)
 
     def view(self, record: VectorDBRecord) -> dict[str, Any]:
@@ -171,20 +176,48 @@ class VectorStoreService:
     def _store_files(self, store_id: str) -> list[dict[str, Any]]:
         return [f for f in self._registry.list(FILES) if f["vector_store_id"] == store_id]
 
-    def attach(self, store_id: str, file_id: str, attributes: dict[str, Any] | None,
-               chunking: ChunkingStrategy | None) -> dict[str, Any]:
+    async def attach(self, store_id: str, file_id: str, attributes: dict[str, Any] | None,
+                     chunking: ChunkingStrategy | None) -> dict[str, Any]:
+        key = self._attach(store_id, file_id, attributes, chunking)
+        await self._settle([key])
+        return self._registry.get(FILES, key) or {}
+
+    async def _settle(self, keys: list[str]) -> None:
+        """Wait, at most attach_wait_seconds, until these files are no longer in_progress: Llama Stack
+        answers an attach of a small file with its final status, and its clients rely on that. The
+        job may run on another replica, so the registry is what is watched."""
+        deadline = time.monotonic() + self._attach_wait
+        pending = list(keys)
+        while pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            pending = [k for k in pending if (self._registry.get(FILES, k) or {}).get("status") == "in_progress"]
+
+    def _attach(self, store_id: str, file_id: str, attributes: dict[str, Any] | None,
+                chunking: ChunkingStrategy | None, missing_fails: bool = False) -> str:
+        """Record the attachment and queue its ingestion; its registry key. An unknown file is a
+        404, or with missing_fails (a store or batch of several files, as Llama Stack does it) an
+        entry that failed and says why, so that the other files still get ingested."""
         self._record(store_id)
-        file = self._files.get(file_id)
+        if isinstance(chunking, ContextualChunkingStrategy):
+            check_model(self._models, chunking.contextual)
+        try:
+            file = self._files.get(file_id)
+        except NotFound as exc:
+            if not missing_fails:
+                raise
+            file, error = None, {"code": "invalid_file", "message": exc.message}
         entry = {
             "id": file_id, "object": "vector_store.file", "vector_store_id": store_id,
             "attributes": {**(attributes or {})}, "chunking_strategy": chunking_of(chunking),
-            "created_at": int(time.time()), "last_error": None, "status": "in_progress", "usage_bytes": 0,
-            "filename": file["filename"], "attachment": uuid.uuid4().hex,
+            "created_at": int(time.time()), "last_error": None if file else error,
+            "status": "in_progress" if file else "failed", "usage_bytes": 0,
+            "filename": file["filename"] if file else file_id, "attachment": uuid.uuid4().hex,
         }
         key = f"{store_id}/{file_id}"
         self._registry.put(FILES, key, entry)
-        self._replica.submit(INGEST_FILE, key, {})
-        return entry
+        if file:
+            self._replica.submit(INGEST_FILE, key, {})
+        return key
 
     def requeue_unfinished(self) -> None:
         """Files still in_progress with no job (attached before there were jobs, or the job was lost):
@@ -226,12 +259,15 @@ class VectorStoreService:
             data = self._files.content(entry["id"])
             text = await extract(data, _mime_for(file), None, file.get("content_type"), file["filename"],
                                  self._ingestion.parse_timeout)
-            static = entry["chunking_strategy"]["static"]
+            strategy = entry["chunking_strategy"]
+            sizes = strategy[strategy["type"]]
+            contextualize = Contextualizer(self._models, sizes) if strategy["type"] == "contextual" else None
             document = Document(entry["id"], {"type": "text", "text": text},
                                 metadata={**entry["attributes"], "filename": file["filename"]})
-            await self._ingestion.insert_documents(db, [document], static["max_chunk_size_tokens"],
-                                                   static["chunk_overlap_tokens"],
-                                                   fence=self._still_attached(key, entry.get("attachment")))
+            await self._ingestion.insert_documents(db, [document], sizes["max_chunk_size_tokens"],
+                                                   sizes["chunk_overlap_tokens"],
+                                                   fence=self._still_attached(key, entry.get("attachment")),
+                                                   contextualize=contextualize)
             update = {"status": "completed", "usage_bytes": len(data), "last_error": None}
         except StackError as exc:
             update = {"status": "failed", "last_error": {"code": "invalid_file", "message": exc.message}}
@@ -257,11 +293,19 @@ class VectorStoreService:
         self._registry.put(FILES, f"{store_id}/{file_id}", entry)
         return entry
 
-    async def file_content(self, store_id: str, file_id: str) -> list[dict[str, Any]]:
+    async def file_content(self, store_id: str, file_id: str, include_embeddings: bool = False,
+                           include_metadata: bool = False) -> list[dict[str, Any]]:
+        """The file's chunks as content parts; Llama Stack's fields beside OpenAI's type/text, null
+        unless asked for (the embedding is that of the chunk's first embedding window)."""
         entry = self.get_file(store_id, file_id)
         db = self._dbs.open(store_id)
-        chunks = await asyncio.to_thread(db.index.document_chunks, db.collection, entry["id"])
-        return [{"type": "text", "text": content_as_text(c.get("content"), "content")} for c in chunks]
+        chunks = await asyncio.to_thread(db.index.document_chunks, db.collection, entry["id"],
+                                         include_embeddings or include_metadata)
+        return [{"type": "text", "text": content_as_text(c.get("content"), "content"),
+                 "embedding": c.get("embedding") if include_embeddings else None,
+                 "metadata": c.get("metadata") if include_metadata else None,
+                 "chunk_metadata": {"chunk_id": c.get("chunk_id"), "document_id": entry["id"]}
+                 if include_metadata else None} for c in chunks]
 
     async def detach(self, store_id: str, file_id: str) -> None:
         self.get_file(store_id, file_id)
@@ -289,15 +333,13 @@ class VectorStoreService:
 
     # -- file batches -------------------------------------------------------------------------
 
-    def create_batch(self, store_id: str, file_ids: list[str], attributes: dict[str, Any] | None,
-                     chunking: ChunkingStrategy | None) -> dict[str, Any]:
-        for file_id in file_ids:
-            self._files.get(file_id)
-        for file_id in file_ids:
-            self.attach(store_id, file_id, attributes, chunking)
+    async def create_batch(self, store_id: str, file_ids: list[str], attributes: dict[str, Any] | None,
+                           chunking: ChunkingStrategy | None) -> dict[str, Any]:
+        keys = [self._attach(store_id, file_id, attributes, chunking, missing_fails=True) for file_id in file_ids]
         batch = {"id": f"vsfb_{uuid.uuid4().hex}", "vector_store_id": store_id, "file_ids": file_ids,
                  "created_at": int(time.time())}
         self._registry.put(BATCHES, batch["id"], batch)
+        await self._settle(keys)
         return self._batch_view(batch)
 
     def _batch(self, store_id: str, batch_id: str) -> dict[str, Any]:
@@ -311,7 +353,7 @@ class VectorStoreService:
         statuses = [self.get_file(batch["vector_store_id"], f)["status"] for f in batch["file_ids"]]
         counts = {s: statuses.count(s) for s in ("completed", "cancelled", "failed", "in_progress")}
         status = "cancelled" if batch.get("cancelled") else ("in_progress" if counts["in_progress"] else "completed")
-        return {"id": batch["id"], "object": "vector_store.files_batch", "vector_store_id": batch["vector_store_id"],
+        return {"id": batch["id"], "object": "vector_store.file_batch", "vector_store_id": batch["vector_store_id"],
                 "created_at": batch["created_at"], "status": status, "file_counts": {**counts, "total": len(statuses)}}
 
     def get_batch(self, store_id: str, batch_id: str) -> dict[str, Any]:

@@ -38,8 +38,13 @@ def open_storage(config: RunConfig) -> Storage:
     raise BadRequest(f"metadata_store.type {store.type!r} is not supported (use sqlite or postgres)")
 
 
+def files_kind(config: RunConfig) -> str:
+    """Where file contents live: "postgres" or "directory" (FileStorage says how it is chosen)."""
+    return config.files.type or ("postgres" if config.metadata_store.type == "postgres" else "directory")
+
+
 def _blobs(config: RunConfig, database_blobs: Blobs | None) -> Blobs:
-    kind = config.files.type or ("postgres" if database_blobs is not None else "directory")
+    kind = files_kind(config)
     if kind == "postgres":
         if database_blobs is None:
             raise BadRequest("files.type postgres needs metadata_store.type postgres")

@@ -19,6 +19,7 @@ from .common import (
     MAX_QUERY_CHARS,
     DocumentId,
     Int,
+    IntOrDigits,
     Lenient,
     Number,
     RequestBody,
@@ -146,7 +147,7 @@ class VectorDB(Resource):
 class RegisterVectorDBRequest(RequestBody):
     vector_db_id: ResourceId
     embedding_model: ResourceId
-    embedding_dimension: Int | None = 384
+    embedding_dimension: IntOrDigits | None = 384
     provider_id: ResourceId | None = None
     provider_vector_db_id: ResourceId | None = None
     vector_db_name: Annotated[str, Field(max_length=256)] | None = None
@@ -550,6 +551,9 @@ class SessionCreated(BaseModel):
 class TurnDocument(Lenient):
     content: DocumentContent
     mime_type: Annotated[str, Field(max_length=255)] | None = None
+    # Not in Llama Stack's turn Document, but its clients' shared Document type carries them.
+    document_id: DocumentId | None = None
+    metadata: dict[str, Any] | None = None
 
 
 TurnMessage = Annotated[Union[UserMessage, ToolResponseMessage], Field(discriminator="role")]

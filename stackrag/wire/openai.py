@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from .common import bounded_list, MAX_QUERIES, MAX_QUERY_CHARS, Int, Lenient, Number, RequestBody, ResourceId
+from .common import bounded_list, MAX_QUERIES, MAX_QUERY_CHARS, Int, IntOrDigits, Lenient, Number, RequestBody, ResourceId
 from .llama_stack import Ranker
 
 # OpenAI's limits on attributes and metadata: 16 keys, keys <= 64 characters, strings <= 512.
@@ -50,7 +50,45 @@ class AutoChunkingStrategy(Lenient):
     type: Literal["auto"]
 
 
-ChunkingStrategy = Annotated[Union[AutoChunkingStrategy, StaticChunkingStrategy], Field(discriminator="type")]
+# Llama Stack's default prompt for contextual chunking (its placeholders, in this order).
+DEFAULT_CONTEXT_PROMPT = (
+    "<document>\n{{WHOLE_DOCUMENT}}\n</document>\n"
+    "Here is the chunk we want to situate within the whole document\n"
+    "<chunk>\n{{CHUNK_CONTENT}}\n</chunk>\n"
+    "Please give a short succinct description to situate this chunk of text within the overall document "
+    "for the purposes of improving search retrieval of the chunk. "
+    "Answer only with the succinct description and nothing else."
+)
+
+
+class ContextualChunking(Lenient):
+    model_id: ResourceId | None = None  # required: checked when a file is attached, with a message that says so
+    context_prompt: Annotated[str, Field(max_length=8000)] = DEFAULT_CONTEXT_PROMPT
+    max_chunk_size_tokens: Annotated[Int, Field(ge=100, le=4096)] = 700
+    # (Llama Stack's default is 400, more than the half of 700 that chunking here allows.)
+    chunk_overlap_tokens: Annotated[Int, Field(ge=0)] = 200
+    timeout_seconds: Annotated[Int, Field(ge=1, le=3600)] | None = None
+    max_concurrency: Annotated[Int, Field(ge=1, le=16)] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "ContextualChunking":
+        if self.chunk_overlap_tokens > self.max_chunk_size_tokens // 2:
+            raise ValueError("chunk_overlap_tokens must be at most half of max_chunk_size_tokens")
+        prompt = self.context_prompt
+        if "{{WHOLE_DOCUMENT}}" not in prompt or "{{CHUNK_CONTENT}}" not in prompt:
+            raise ValueError("context_prompt must contain {{WHOLE_DOCUMENT}} and {{CHUNK_CONTENT}}")
+        if prompt.index("{{WHOLE_DOCUMENT}}") > prompt.index("{{CHUNK_CONTENT}}"):
+            raise ValueError("context_prompt must have {{WHOLE_DOCUMENT}} before {{CHUNK_CONTENT}}")
+        return self
+
+
+class ContextualChunkingStrategy(Lenient):
+    type: Literal["contextual"]
+    contextual: ContextualChunking
+
+
+ChunkingStrategy = Annotated[Union[AutoChunkingStrategy, StaticChunkingStrategy, ContextualChunkingStrategy],
+                             Field(discriminator="type")]
 
 
 class ComparisonFilter(Lenient):
@@ -81,7 +119,7 @@ class VectorStoreCreate(RequestBody):
     metadata: Attributes | None = None
     expires_after: dict[str, Any] | None = None
     embedding_model: ResourceId | None = None
-    embedding_dimension: Int | None = None
+    embedding_dimension: IntOrDigits | None = None
     provider_id: ResourceId | None = None
 
     _keys = field_validator("metadata")(_attribute_keys)

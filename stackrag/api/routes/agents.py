@@ -13,9 +13,10 @@ from ...wire.llama_stack import (
     CreateSessionRequest,
     CreateTurnRequest,
     PaginatedList,
+    ResumeTurnRequest,
     SessionCreated,
 )
-from ..access import READ, WRITE
+from ..access import READ, WRITE, require_write
 from ..deps import get_stack, provider_api_key
 from ..sse import sse_response
 from .. import routing
@@ -40,7 +41,7 @@ async def get_agent(agent_id: str, stack: Stack = Depends(get_stack)) -> dict[st
 
 @router.delete("/v1/agents/{agent_id}", openapi_extra=WRITE)
 async def delete_agent(agent_id: str, stack: Stack = Depends(get_stack)) -> None:
-    stack.agents.delete_agent(agent_id)
+    await stack.agents.delete_agent(agent_id)
 
 
 @router.post("/v1/agents/{agent_id}/session", response_model=SessionCreated, openapi_extra=READ)
@@ -65,7 +66,7 @@ async def get_session(agent_id: str, session_id: str, stack: Stack = Depends(get
 
 @router.delete("/v1/agents/{agent_id}/session/{session_id}", openapi_extra=WRITE)
 async def delete_session(agent_id: str, session_id: str, stack: Stack = Depends(get_stack)) -> None:
-    stack.agents.delete_session(agent_id, session_id)
+    await stack.agents.delete_session(agent_id, session_id)
 
 
 @router.post("/v1/agents/{agent_id}/session/{session_id}/turn", openapi_extra=READ)
@@ -73,16 +74,22 @@ async def create_turn(agent_id: str, session_id: str, body: CreateTurnRequest, r
                       stack: Stack = Depends(get_stack)) -> Any:
     messages = [m.model_dump(mode="json", exclude_none=True) for m in body.messages]
     toolgroups = [g if isinstance(g, str) else g.model_dump(mode="json") for g in body.toolgroups or []] or None
-    documents = [d.model_dump(mode="json", exclude_none=True) for d in body.documents or []] or None
-    agent, session = stack.agents.prepare_turn(agent_id, session_id, messages, toolgroups, documents)
+    if body.documents:
+        require_write(request, "a turn with documents (they are stored in the session's vector DB)")
+    agent, session = await stack.agents.prepare_turn(agent_id, session_id, messages, toolgroups,
+                                                     body.documents or None)
     api_key = provider_api_key(request, stack, agent["agent_config"]["model"])
-    payloads = stack.agents.run_turn(agent, session, messages, toolgroups, api_key)
-    if body.stream:
+    return await _answer(stack.agents.run_turn(agent, session, messages, toolgroups, api_key), bool(body.stream))
+
+
+async def _answer(payloads: AsyncIterator[dict[str, Any]], stream: bool) -> Any:
+    if stream:
         return sse_response(_chunks(payloads))
-    # Llama Stack answers 501 here; a whole Turn is more useful and has the same shape as the stream's last event.
+    # Llama Stack answers 501 here; a whole Turn is more useful and has the same shape as the stream's
+    # last event (a turn waiting for client tool results included).
     turn = None
     async for payload in payloads:
-        if payload["event_type"] == "turn_complete":
+        if payload["event_type"] in ("turn_complete", "turn_awaiting_input"):
             turn = payload["turn"]
     return turn
 
@@ -104,5 +111,9 @@ async def get_step(agent_id: str, session_id: str, turn_id: str, step_id: str,
 
 
 @router.post("/v1/agents/{agent_id}/session/{session_id}/turn/{turn_id}/resume", openapi_extra=READ)
-async def resume_turn(agent_id: str, session_id: str, turn_id: str, stack: Stack = Depends(get_stack)) -> None:
-    stack.agents.resume_turn(agent_id, session_id, turn_id)
+async def resume_turn(agent_id: str, session_id: str, turn_id: str, body: ResumeTurnRequest, request: Request,
+                      stack: Stack = Depends(get_stack)) -> Any:
+    responses = [r.model_dump(mode="json") for r in body.tool_responses]
+    agent, session, loop = stack.agents.prepare_resume(agent_id, session_id, turn_id, responses)
+    api_key = provider_api_key(request, stack, agent["agent_config"]["model"])
+    return await _answer(stack.agents.resume_turn(agent, session, loop, api_key), bool(body.stream))

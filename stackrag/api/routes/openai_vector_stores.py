@@ -70,7 +70,7 @@ async def search(store_id: str, body: VectorStoreSearch, stack: Stack = Depends(
 
 @router.post("/vector_stores/{store_id}/files", openapi_extra=WRITE)
 async def attach(store_id: str, body: VectorStoreFileCreate, stack: Stack = Depends(get_stack)) -> Any:
-    return _file(stack.vector_stores.attach(store_id, body.file_id, body.attributes, body.chunking_strategy))
+    return _file(await stack.vector_stores.attach(store_id, body.file_id, body.attributes, body.chunking_strategy))
 
 
 def _file(entry: dict[str, Any]) -> dict[str, Any]:
@@ -98,9 +98,10 @@ async def update_file(store_id: str, file_id: str, body: VectorStoreFileUpdate,
 
 
 @router.get("/vector_stores/{store_id}/files/{file_id}/content")
-async def file_content(store_id: str, file_id: str, stack: Stack = Depends(get_stack)) -> Any:
+async def file_content(store_id: str, file_id: str, include_embeddings: bool = False, include_metadata: bool = False,
+                       stack: Stack = Depends(get_stack)) -> Any:
     entry = stack.vector_stores.get_file(store_id, file_id)
-    content = await stack.vector_stores.file_content(store_id, file_id)
+    content = await stack.vector_stores.file_content(store_id, file_id, include_embeddings, include_metadata)
     # Both shapes: OpenAI's page of content parts and Llama Stack's {file_id, filename, attributes, content}.
     return {"object": "vector_store.file_content.page", "data": content, "has_more": False, "next_page": None,
             "file_id": file_id, "filename": entry["filename"], "attributes": entry["attributes"], "content": content}
@@ -114,7 +115,7 @@ async def detach(store_id: str, file_id: str, stack: Stack = Depends(get_stack))
 
 @router.post("/vector_stores/{store_id}/file_batches", openapi_extra=WRITE)
 async def create_batch(store_id: str, body: FileBatchCreate, stack: Stack = Depends(get_stack)) -> Any:
-    return stack.vector_stores.create_batch(store_id, body.file_ids, body.attributes, body.chunking_strategy)
+    return await stack.vector_stores.create_batch(store_id, body.file_ids, body.attributes, body.chunking_strategy)
 
 
 @router.get("/vector_stores/{store_id}/file_batches/{batch_id}")

@@ -529,13 +529,17 @@ class MilvusIndex:
         result = self._call(lambda c: c.query(name, filter=expr, output_fields=["count(*)"]))
         return int(result[0]["count(*)"])
 
-    def document_chunks(self, name: str, document_id: str) -> list[dict[str, Any]]:
+    def document_chunks(self, name: str, document_id: str, with_vectors: bool = False) -> list[dict[str, Any]]:
         self.load(name)
+        fields = ["chunk", "chunk_index", *(["vector", "chunk_id"] if with_vectors else [])]
         rows = self._call(lambda c: c.query(
-            name, filter=f"document_id == {quote(document_id)} and window == 0", limit=16_384,
-            output_fields=["chunk", "chunk_index"],
+            name, filter=f"document_id == {quote(document_id)} and window == 0", limit=16_384, output_fields=fields,
         ))
-        return [r["chunk"] for r in sorted(rows, key=lambda r: r["chunk_index"])]
+        ordered = sorted(rows, key=lambda r: r["chunk_index"])
+        if not with_vectors:
+            return [r["chunk"] for r in ordered]
+        return [{**r["chunk"], "chunk_id": r["chunk_id"], "embedding": [float(x) for x in r["vector"]]}
+                for r in ordered]
 
     def document_heads(self, name: str, limit: int) -> list[Hit]:
         self.load(name)
