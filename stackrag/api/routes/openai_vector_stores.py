@@ -59,7 +59,7 @@ async def delete(store_id: str, stack: Stack = Depends(get_stack)) -> Any:
     return {"id": store_id, "object": "vector_store.deleted", "deleted": True}
 
 
-@router.post("/vector_stores/{store_id}/search", openapi_extra=READ)
+@router.post("/vector_stores/{store_id}/search", openapi_extra={**READ, **routing.SEARCH_BODY})
 async def search(store_id: str, body: VectorStoreSearch, stack: Stack = Depends(get_stack)) -> Any:
     if body.rewrite_query:
         raise BadRequest("rewrite_query is not supported: send the query as you want it searched")
