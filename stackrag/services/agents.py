@@ -243,8 +243,7 @@ class AgentService:
     ) -> AsyncIterator[dict[str, Any]]:
         """Yield the turn's event payloads, ending with turn_complete."""
         config = agent["agent_config"]
-        model = self._models.chat_model(config["model"])
-        sampling = Sampling.of(SamplingParams.model_validate(config.get("sampling_params") or {}))
+        model, sampling = self._model_and_sampling(config)
         rag = rag_tool_of(list(config.get("toolgroups") or []) + list(toolgroups or []), self._retrieval_mode)
         if session.get("vector_db_id"):  # documents attached to this session's turns are searched too
             if rag is None:
@@ -285,7 +284,7 @@ class AgentService:
             async for event in self._finish(agent, session, state, final):
                 yield event
             return
-        loop = _Loop(state, conversation, rag, tools, client_tools, _tool_choice(config), max_iters, toolgroups)
+        loop = _Loop(state, conversation, rag, tools, client_tools, _tool_choice(config), max_iters)
         async for event in self._run_loop(agent, session, loop, model, sampling, api_key):
             yield event
 
@@ -361,11 +360,12 @@ class AgentService:
             raise BadRequest(f"turn {turn_id!r} is complete: it waits for no tool responses; start a new turn")
         loop = _Loop.load(pending)
         given = {r["call_id"]: r for r in tool_responses}
-        missing = [c["call_id"] for c in loop.awaiting if c["call_id"] not in given]
+        waited = [c["call_id"] for c in loop.awaiting]
+        missing = [i for i in waited if i not in given]
         if missing:
             raise BadRequest(f"tool_responses must answer every call the turn waits for; missing call_id "
                              f"{', '.join(missing)}")
-        unknown = [i for i in given if i not in {c["call_id"] for c in loop.awaiting}]
+        unknown = [i for i in given if i not in waited]
         if unknown:
             raise BadRequest(f"tool_responses name calls this turn did not make: {', '.join(unknown)}")
         loop.responses = [given[c["call_id"]] for c in loop.awaiting]
@@ -374,9 +374,7 @@ class AgentService:
     async def resume_turn(self, agent: dict[str, Any], session: dict[str, Any], loop: _Loop,
                           api_key: str | None = None) -> AsyncIterator[dict[str, Any]]:
         """The client's tool results as the tool_execution step, then the turn goes on."""
-        config = agent["agent_config"]
-        model = self._models.chat_model(config["model"])
-        sampling = Sampling.of(SamplingParams.model_validate(config.get("sampling_params") or {}))
+        model, sampling = self._model_and_sampling(agent["agent_config"])
         state, step_id, started = loop.state, str(uuid.uuid4()), now()
         yield {"event_type": "step_start", "step_type": "tool_execution", "step_id": step_id, "metadata": {}}
         responses = [{"call_id": r["call_id"], "tool_name": r["tool_name"], "content": r["content"],
@@ -389,6 +387,10 @@ class AgentService:
         loop.awaiting, loop.responses = [], []
         async for event in self._run_loop(agent, session, loop, model, sampling, api_key):
             yield event
+
+    def _model_and_sampling(self, config: dict[str, Any]) -> tuple[Any, Sampling]:
+        model = self._models.chat_model(config["model"])
+        return model, Sampling.of(SamplingParams.model_validate(config.get("sampling_params") or {}))
 
     async def _history(self, config: dict[str, Any], session: dict[str, Any], model: Any) -> list[dict[str, Any]]:
         """Instructions and earlier turns; the oldest turns give way when they would take more
@@ -523,7 +525,6 @@ class _Loop:
     client_tools: dict[str, Any]
     tool_choice: str
     iters_left: int
-    toolgroups: list[Any] | None = None
     first: bool = True
     awaiting: list[dict[str, Any]] = field(default_factory=list)
     responses: list[dict[str, Any]] = field(default_factory=list)

@@ -18,7 +18,8 @@ from ..content.text import content_as_text
 from ..errors import BadRequest, Conflict, NotFound, StackError
 from ..storage.jobs import Job
 from ..wire.llama_stack import RRFRanker, WeightedRanker
-from ..wire.openai import ChunkingStrategy, ComparisonFilter, ContextualChunkingStrategy, Filter, RankingOptions, StaticChunkingStrategy
+from ..wire.openai import (ChunkingStrategy, ComparisonFilter, ContextualChunkingStrategy, Filter, RankingOptions,
+                           StaticChunkingStrategy)
 from .contextual import Contextualizer, check_model
 from .files import FileService
 from .ingestion import Document, Fence, Ingestion

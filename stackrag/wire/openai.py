@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from .common import bounded_list, MAX_QUERIES, MAX_QUERY_CHARS, Int, IntOrDigits, Lenient, Number, RequestBody, ResourceId
+from .common import (bounded_list, MAX_QUERIES, MAX_QUERY_CHARS, Int, IntOrDigits, Lenient, Number, RequestBody,
+                     ResourceId)
 from .llama_stack import Ranker
 
 # OpenAI's limits on attributes and metadata: 16 keys, keys <= 64 characters, strings <= 512.

@@ -21,7 +21,8 @@ async def rag_insert(body: RAGInsertRequest, response: Response, stack: Stack = 
     response.headers["x-stackrag-windows"] = str(stats.windows)
 
 
-@router.post("/v1/tool-runtime/rag-tool/query", response_model=RAGQueryResult, openapi_extra={**READ, **routing.SEARCH_BODY})
+@router.post("/v1/tool-runtime/rag-tool/query", response_model=RAGQueryResult,
+             openapi_extra={**READ, **routing.SEARCH_BODY})
 async def rag_query(body: RAGQueryRequest, stack: Stack = Depends(get_stack)) -> RAGQueryResult:
     result = await stack.rag.query(body.vector_db_ids, body.content, body.query_config)
     return RAGQueryResult.model_validate({"content": result.content, "metadata": result.metadata})

@@ -18,7 +18,8 @@ async def insert_chunks(body: InsertChunksRequest, stack: Stack = Depends(get_st
     await stack.vector_io.insert(body.target, body.chunks)
 
 
-@router.post("/v1/vector-io/query", response_model=QueryChunksResponse, openapi_extra={**READ, **routing.SEARCH_BODY})
+@router.post("/v1/vector-io/query", response_model=QueryChunksResponse,
+             openapi_extra={**READ, **routing.SEARCH_BODY})
 async def query_chunks(body: QueryChunksRequest, stack: Stack = Depends(get_stack)) -> QueryChunksResponse:
     hits = await stack.vector_io.query(body.target, body.query, body.params)
     return QueryChunksResponse(
