@@ -22,6 +22,7 @@ TOPICS = {
     "chat": r"\bchat\b|conversation|dialog",
     "llama3": r"llama\s*-?3",
     "memory": r"memory|activation checkpoint|quantiz|offload",
+    "precision": r"precision|bfloat16|\bbf16|float32|\bfp32",
     "evaluation": r"evaluat|eleuther|benchmark",
     "finetuning": r"fine-?tun",
 }
