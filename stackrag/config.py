@@ -160,12 +160,13 @@ class RetrievalSettings(BaseModel):
     candidates: int = Field(default=50, ge=1, le=1000)
     # knowledge_search (rag-tool query, agents) answers "no relevant context" when the best chunk's
     # cosine similarity to the question is below this; None turns the check off.
-    relevance_threshold: float | None = Field(default=0.4, ge=-1.0, le=1.0)
+    relevance_threshold: float | None = Field(default=0.3, ge=-1.0, le=1.0)
     # ... and also when the top chunks hold less than this share of the question's term weight
     # (idf) while their cosine stays below `trusted_similarity`: the question hinges on words the
     # documents never use (idf from the collection; on a Milvus server, from a sample of it);
-    # None turns it off.
-    term_coverage: float | None = Field(default=0.25, ge=0.0, le=1.0)
+    # None turns it off. Both chosen over every dev set: no answerable question declined
+    # (docs/retrieval.md, "Knowing when nothing matches").
+    term_coverage: float | None = Field(default=0.15, ge=0.0, le=1.0)
     trusted_similarity: float = Field(default=0.6, ge=-1.0, le=1.0)
     # ... and also when the question holds a term that no row of the collection holds, and that
     # the embedding model's vocabulary splits into at least `unknown_term_pieces` word pieces
