@@ -12,7 +12,7 @@ import pytest
 from llama_stack_client import LlamaStackClient
 from openai import BadRequestError, OpenAI
 
-from conftest import worker_pids
+from conftest import register_tutorial_db, worker_pids
 
 MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
 QUESTION = "What is the capital of France?"
@@ -113,6 +113,25 @@ def test_agent_answers_in_its_response_format(agent_stack):
                                      messages=[{"role": "user", "content": QUESTION}])
     answer = json.loads(turn.output_message.content)
     assert fits(answer, CAPITAL) and "paris" in answer["capital"].lower(), answer
+
+
+@pytest.mark.slow
+def test_rag_agent_answers_from_the_documents_in_its_format(agent_stack, docs_url):
+    """builtin::rag retrieves first, then the answer is written from the passages, in the format."""
+    db = register_tutorial_db(agent_stack.url, docs_url, 512)
+    schema = {"type": "object", "properties": {"attention": {"type": "string"}}, "required": ["attention"]}
+    client = LlamaStackClient(base_url=agent_stack.url)
+    agent = client.agents.create(agent_config={
+        "model": MODEL, "instructions": "You answer from the documents.", "sampling_params": {"max_tokens": 48},
+        "toolgroups": [{"name": "builtin::rag", "args": {"vector_db_ids": [db]}}],
+        "response_format": {"type": "json_schema", "json_schema": schema}})
+    session = client.agents.session.create(agent_id=agent.agent_id, session_name="rag-json")
+    turn = client.agents.turn.create(agent_id=agent.agent_id, session_id=session.session_id, stream=False,
+                                     messages=[{"role": "user", "content": "What attention does Llama3-8B use?"}])
+    assert any(s.step_type == "tool_execution" for s in turn.steps)
+    answer = json.loads(turn.output_message.content)
+    assert fits(answer, schema), answer
+    assert "grouped" in answer["attention"].lower() or "gqa" in answer["attention"].lower(), answer
 
 
 def test_agent_format_with_tools_the_model_may_call_is_refused(http):

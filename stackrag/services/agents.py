@@ -19,10 +19,10 @@ from pydantic import TypeAdapter, ValidationError
 
 from ..content.text import content_as_text
 from ..errors import BadRequest, NotFound, bad_request_from
+from ..providers.protocols import StructuredOutput
 from ..storage.registry import Registry
 from . import tenancy
 from ..wire.llama_stack import RAGQueryConfig as RAGQueryConfigIn
-from ..providers.protocols import StructuredOutput
 from ..wire.llama_stack import RAGDocument, RAGToolArgs, SamplingParams, TurnDocument
 from ..wire.response_format import LlamaResponseFormat
 from .inference import DEFAULT_ANSWER_TOKENS, Completion, Delta, Sampling, generate, structured_output

@@ -179,8 +179,8 @@ class OpenAIChatModel:
         body: dict[str, Any] = {"model": self.model_id, "prompt": prompt, "stream": True, "temperature": temperature,
                                 "max_tokens": max_tokens or 256}
         if structured:
-            # Not in OpenAI's /completions; vLLM and the local model process honour it, and an API
-            # that does not know it refuses it (a 400), so it is never dropped unseen.
+            # Not in OpenAI's /completions (which refuses it, a 400); vLLM and the local model
+            # process honour it. Sent all the same: a refusal the caller reads beats a format dropped.
             body["response_format"] = response_format(structured)
         async for event in self.endpoint.post_stream("/completions", body, None):
             if event.get("choices"):
