@@ -5,6 +5,7 @@ cannot be reached from here, so a local server stands in for them."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -85,6 +86,22 @@ def test_chat_completion_and_streaming(remote_stack):
     )]
     assert events[0].event_type == "start" and events[-1].event_type == "complete"
     assert "3" in "".join(e.delta.text for e in events if e.event_type == "progress")
+
+
+def test_response_format_is_passed_through(remote_stack):
+    """OpenAI's shape goes to the provider as is: llama_cpp.server follows json_object and refuses
+    json_schema, a type it does not know (with a 500, its own bug), and the caller reads why: the
+    format is never dropped unseen."""
+    url = f"{remote_stack.url}/v1/chat/completions"
+    messages = [{"role": "user", "content": "What is the capital of France? Answer in JSON."}]
+    r = httpx.post(url, timeout=120, json={"model": "remote-qwen", "messages": messages, "max_tokens": 24,
+                                           "response_format": {"type": "json_object"}})
+    assert r.status_code == 200, r.text
+    assert isinstance(json.loads(r.json()["choices"][0]["message"]["content"]), dict)
+    r = httpx.post(url, timeout=120, json={"model": "remote-qwen", "messages": messages, "max_tokens": 24,
+                                           "response_format": {"type": "json_schema", "json_schema": {
+                                               "name": "capital", "schema": {"type": "object"}}}})
+    assert r.status_code == 503 and "Input should be 'text' or 'json_object'" in r.json()["detail"], r.text
 
 
 def test_agent_turn_over_remote_inference(remote_stack, docs_url):

@@ -182,6 +182,17 @@ class ModelProvider(Provider, Protocol):
 
 
 @dataclass
+class StructuredOutput:
+    """The answer must be one JSON object: any (schema None), or one valid against `schema`."""
+
+    schema: dict[str, Any] | None = None
+    # OpenAI-compatible APIs require a name for a schema; Llama Stack's classic format has none.
+    name: str = "response"
+    description: str | None = None
+    strict: bool | None = None
+
+
+@dataclass
 class ChatRequest:
     """A chat completion in OpenAI message format (role/content/tool_calls/tool_call_id)."""
 
@@ -192,6 +203,7 @@ class ChatRequest:
     temperature: float = 0.0
     top_p: float | None = None
     stop: list[str] | None = None
+    structured: StructuredOutput | None = None
     # A per-request key (X-LlamaStack-Provider-Data) for remote providers.
     api_key: str | None = None
 
@@ -215,4 +227,5 @@ class ChatModel(Protocol):
 
     def stream_chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]: ...
 
-    def complete(self, prompt: str, max_tokens: int | None, temperature: float) -> AsyncIterator[ChatChunk]: ...
+    def complete(self, prompt: str, max_tokens: int | None, temperature: float,
+                 structured: StructuredOutput | None = None) -> AsyncIterator[ChatChunk]: ...

@@ -15,15 +15,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from ..content.text import content_as_text
 from ..errors import BadRequest, NotFound, bad_request_from
+from ..providers.protocols import StructuredOutput
 from ..storage.registry import Registry
 from . import tenancy
 from ..wire.llama_stack import RAGQueryConfig as RAGQueryConfigIn
 from ..wire.llama_stack import RAGDocument, RAGToolArgs, SamplingParams, TurnDocument
-from .inference import DEFAULT_ANSWER_TOKENS, Completion, Delta, Sampling, generate
+from ..wire.response_format import LlamaResponseFormat
+from .inference import DEFAULT_ANSWER_TOKENS, Completion, Delta, Sampling, generate, structured_output
 from .messages import to_openai, tool_call, tool_definition_to_openai
 from .models import ModelService
 from .rag import RAGService
@@ -129,6 +131,8 @@ class AgentService:
                              f"({', '.join(names) or 'it has none'})")
         if config.get("input_shields") or config.get("output_shields"):
             raise BadRequest("shields are not supported by stackrag; leave input_shields/output_shields empty")
+        if _structured(config) is not None:
+            _check_format_without_tools(rag, names)
         if tenancy.current() is not None and rag is not None:
             self._rag.check_visible(rag.vector_db_ids)  # a scoped key's agent reads only its own stores
         agent_id = str(uuid.uuid4())
@@ -212,8 +216,11 @@ class AgentService:
             if message.get("role") not in ("user", "tool"):
                 raise BadRequest(f"messages[{i}].role must be 'user' or 'tool' in a turn")
             to_openai(message, f"messages[{i}]")
-        if toolgroups:
-            rag_tool_of(toolgroups, self._retrieval_mode)
+        rag = rag_tool_of(toolgroups, self._retrieval_mode) if toolgroups else None
+        if documents and rag is None:  # the session's documents are searched as builtin::rag is
+            rag = RAGTool([], None, self._retrieval_mode)
+        if _structured(agent["agent_config"]) is not None:
+            _check_format_without_tools(rag, [])
         if documents:
             await self._attach_documents(agent, session, documents)
         return agent, session
@@ -275,8 +282,9 @@ class AgentService:
                                                                        conversation, sampling)}
 
         final: Completion | None = None
+        # Under a response_format the answer must take its shape, so the model writes even this one.
         if rag and rag.mode == "retrieve_first" and state.last_result is not None and not state.last_result.hits \
-                and not client_tools:
+                and not client_tools and _structured(config) is None:
             # Nothing in the documents is close enough: a small model would answer from memory (or invent).
             final = Completion(text=NO_CONTEXT_ANSWER)
             async for event in self._fixed_inference_step(state, final):
@@ -293,6 +301,7 @@ class AgentService:
         """Inference steps and the tools they call, until an answer, a call of a client's tool (the
         turn then waits for its result: resume_turn), or max_infer_iters."""
         state, conversation = loop.state, loop.conversation
+        structured = _structured(agent["agent_config"])
         final: Completion | None = None
         while loop.iters_left > 0:
             loop.iters_left -= 1
@@ -306,7 +315,7 @@ class AgentService:
                 messages = conversation + [{"role": "system", "content": f"Answer by calling {wanted}."}]
             completion: Completion | None = None
             async for event in self._inference_step(state, model, messages, sampling, tools, api_key,
-                                                    _openai_choice(choice) if tools else None):
+                                                    _openai_choice(choice) if tools else None, structured):
                 if isinstance(event, Completion):
                     completion = event
                 else:
@@ -434,12 +443,13 @@ class AgentService:
 
     async def _inference_step(self, state: TurnState, model: Any, conversation: list[dict[str, Any]],
                               sampling: Sampling, tools: list[dict[str, Any]] | None, api_key: str | None,
-                              tool_choice: Any = None) -> AsyncIterator[dict[str, Any] | Completion]:
+                              tool_choice: Any = None, structured: StructuredOutput | None = None,
+                              ) -> AsyncIterator[dict[str, Any] | Completion]:
         step_id, started = str(uuid.uuid4()), now()
         yield {"event_type": "step_start", "step_type": "inference", "step_id": step_id, "metadata": {}}
         completion: Completion | None = None
         async for item in generate(model, conversation, sampling, tools or None,
-                                   (tool_choice or "auto") if tools else None, api_key):
+                                   (tool_choice or "auto") if tools else None, api_key, structured):
             if isinstance(item, Delta):
                 yield {"event_type": "step_progress", "step_type": "inference", "step_id": step_id,
                        "delta": {"type": "text", "text": item.text}}
@@ -549,6 +559,31 @@ class _Loop:
                        rag["query_config"]) if rag.get("query_config") else None, rag["mode"]),
                    data["tools"], data["client_tools"], data["tool_choice"], data["iters_left"],
                    first=data["first"], awaiting=data["awaiting"])
+
+
+_RESPONSE_FORMAT = TypeAdapter(LlamaResponseFormat)
+
+
+def _structured(config: dict[str, Any]) -> StructuredOutput | None:
+    """The agent's response_format, which holds its answers (the config was checked at creation)."""
+    raw = config.get("response_format")
+    if raw is None:
+        return None
+    try:
+        return structured_output(_RESPONSE_FORMAT.validate_python(raw))
+    except ValidationError as exc:
+        raise bad_request_from(exc, "agent_config.response_format") from None
+
+
+def _check_format_without_tools(rag: RAGTool | None, client_tools: list[str]) -> None:
+    """A response_format holds the answer, but a model offered tools may answer with a call instead,
+    and which inference is the answer is known only after it: so not both."""
+    offered = list(client_tools) + (["knowledge_search (builtin::rag, retrieval model_decides)"]
+                                    if rag is not None and rag.mode == "model_decides" else [])
+    if offered:
+        raise BadRequest(f"response_format holds an agent's answer and cannot be combined with tools the model "
+                         f"may call ({', '.join(offered)}); use builtin::rag with retrieval retrieve_first, "
+                         "or drop response_format")
 
 
 def _tool_choice(config: dict[str, Any]) -> str:

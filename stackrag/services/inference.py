@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from ..errors import BadRequest
-from ..providers.protocols import ChatModel, ChatRequest
+from ..providers.protocols import ChatModel, ChatRequest, StructuredOutput
 from ..wire.llama_stack import GreedyStrategy, SamplingParams, TopPStrategy
+from ..wire.response_format import (GrammarFormat, JsonObjectFormat, JsonSchemaFormat, JsonSchemaSpec,
+                                    LlamaJsonSchemaFormat, TextFormat)
 from .messages import looks_like_tool_call, parse_text_tool_calls, tool_call
 
 # Room kept free for the answer when the caller does not say how long it may be.
@@ -35,6 +37,39 @@ class Sampling:
         if isinstance(strategy, TopPStrategy):
             return cls(strategy.temperature or 0.7, strategy.top_p or 0.95, max_tokens, params.stop)
         return cls(0.7, None, max_tokens, params.stop)  # top_k: llama.cpp and OpenAI APIs sample by temperature
+
+
+def structured_output(response_format: Any) -> StructuredOutput | None:
+    """What the answer must be, from any API's response_format (None: plain text)."""
+    if response_format is None or isinstance(response_format, TextFormat):
+        return None
+    if isinstance(response_format, JsonObjectFormat):
+        return StructuredOutput()
+    if isinstance(response_format, LlamaJsonSchemaFormat):
+        return StructuredOutput(schema=response_format.json_schema)
+    if isinstance(response_format, GrammarFormat):
+        # A caller's GBNF goes to llama.cpp's native parser as is, where a malformed or hostile
+        # grammar can abort the model's process; a JSON schema is bounded and converted here.
+        raise BadRequest("response_format type 'grammar' is not supported; describe the answer with "
+                         "{'type': 'json_schema', 'json_schema': {...}} instead")
+    spec = response_format.json_schema if isinstance(response_format, JsonSchemaFormat) else response_format
+    assert isinstance(spec, JsonSchemaSpec)
+    return StructuredOutput(schema=spec.schema_, name=spec.name, description=spec.description, strict=spec.strict)
+
+
+def with_format_hint(messages: list[dict[str, Any]], structured: StructuredOutput | None) -> list[dict[str, Any]]:
+    """The messages with the format said in words too, in the leading system message. A grammar
+    only forbids what does not fit: a small model held to a schema whose properties are optional
+    writes `{}`; told the schema, it fills it (and OpenAI's json_object wants "JSON" said anyway)."""
+    if structured is None:
+        return messages
+    hint = "Answer with one JSON object only."
+    if structured.schema is not None:
+        hint = f"Answer with one JSON object only, following this JSON schema: {json.dumps(structured.schema)}"
+    first = messages[0] if messages else {}
+    if first.get("role") == "system" and isinstance(first.get("content"), str):
+        return [{**first, "content": f"{first['content']}\n\n{hint}"}] + messages[1:]
+    return [{"role": "system", "content": hint}] + messages
 
 
 @dataclass
@@ -72,6 +107,7 @@ async def generate(
     tools: list[dict[str, Any]] | None = None,
     tool_choice: Any = None,
     api_key: str | None = None,
+    structured: StructuredOutput | None = None,
 ) -> AsyncIterator[Delta | Completion]:
     """Yield text deltas as they come and the Completion last.
 
@@ -79,6 +115,7 @@ async def generate(
     call written as JSON text is never shown to the user as an answer.
     """
     tool_names = {t["function"]["name"] for t in tools or []}
+    messages = with_format_hint(messages, structured)
     request = ChatRequest(
         messages=messages,
         tools=tools or None,
@@ -87,6 +124,7 @@ async def generate(
         temperature=sampling.temperature,
         top_p=sampling.top_p,
         stop=sampling.stop,
+        structured=structured,
         api_key=api_key,
     )
     text = ""

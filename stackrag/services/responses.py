@@ -19,7 +19,7 @@ from ..storage.registry import Registry
 from . import tenancy
 from ..wire.openai import FileSearchTool, ResponseCreate
 from .agents import grounded_question
-from .inference import Completion, Delta, Sampling, generate
+from .inference import Completion, Delta, Sampling, generate, structured_output
 from .models import ModelService
 from .retrieval import RAGResult
 from .vector_stores import SearchResult, VectorStoreService
@@ -185,9 +185,13 @@ class ResponseService:
         include = body.get("include") or []
         sampling = Sampling(temperature=float(body.get("temperature") or 0.0), top_p=body.get("top_p"),
                             max_tokens=body.get("max_output_tokens"))
+        text_format = request.text.format if request.text else None
+        structured = structured_output(text_format)
+        # Echoed as given, as the reference does (the client compares it with what it sent).
+        echoed = text_format.model_dump(mode="json", by_alias=True, exclude_none=True) if text_format else {"type": "text"}
         response = {
             "id": _id("resp"), "object": "response", "created_at": int(time.time()), "model": model_id,
-            "status": "in_progress", "output": [], "text": {"format": {"type": "text"}},
+            "status": "in_progress", "output": [], "text": {"format": echoed},
             "instructions": body.get("instructions"), "tools": body.get("tools") or [],
             "tool_choice": "auto", "parallel_tool_calls": False, "previous_response_id": body.get("previous_response_id"),
             "conversation": {"id": conversation} if conversation else None,
@@ -232,7 +236,7 @@ class ResponseService:
         yield seq.event("response.content_part.added", output_index=index, item_id=message["id"], content_index=0,
                         part=dict(part))
         completion: Completion | None = None
-        async for item in generate(model, messages, sampling, api_key=api_key):
+        async for item in generate(model, messages, sampling, api_key=api_key, structured=structured):
             if isinstance(item, Delta):
                 yield seq.event("response.output_text.delta", output_index=index, item_id=message["id"],
                                 content_index=0, delta=item.text)

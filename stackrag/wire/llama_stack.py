@@ -26,6 +26,7 @@ from .common import (
     ResourceId,
     check_document_id,
 )
+from .response_format import LlamaResponseFormat
 
 T = TypeVar("T")
 
@@ -462,7 +463,7 @@ class ChatCompletionRequest(RequestBody):
     tools: bounded_list(ToolDefinition, 128) | None = None
     tool_choice: Annotated[str, Field(max_length=256)] | None = None
     tool_prompt_format: str | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: LlamaResponseFormat | None = None
     stream: bool | None = False
     logprobs: dict[str, Any] | None = None
     tool_config: ToolConfig | None = None
@@ -472,7 +473,7 @@ class CompletionRequest(RequestBody):
     model_id: ResourceId
     content: InterleavedContent
     sampling_params: SamplingParams | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: LlamaResponseFormat | None = None
     stream: bool | None = False
     logprobs: dict[str, Any] | None = None
 
@@ -529,7 +530,7 @@ class AgentConfig(Lenient):
     max_infer_iters: Annotated[Int, Field(ge=1, le=100)] | None = None
     name: Annotated[str, Field(max_length=256)] | None = None
     enable_session_persistence: bool | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: LlamaResponseFormat | None = None
 
 
 class CreateAgentRequest(RequestBody):

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from .common import (bounded_list, MAX_QUERIES, MAX_QUERY_CHARS, Int, IntOrDigits, Lenient, Number, RequestBody,
                      ResourceId)
 from .llama_stack import Ranker
+from .response_format import ChatResponseFormat, ResponseText
 
 # OpenAI's limits on attributes and metadata: 16 keys, keys <= 64 characters, strings <= 512.
 AttributeValue = Union[Annotated[str, Field(max_length=512)], bool, Int, Number]
@@ -188,6 +189,7 @@ class ChatCompletionCreate(RequestBody):
     max_completion_tokens: Annotated[Int, Field(ge=1)] | None = None
     stop: Annotated[str, Field(max_length=256)] | bounded_list(str, 16) | None = None
     stream_options: dict[str, Any] | None = None
+    response_format: ChatResponseFormat | None = None
 
 
 class CompletionCreate(RequestBody):
@@ -275,5 +277,6 @@ class ResponseCreate(RequestBody):
     store: bool | None = True
     metadata: Attributes | None = None
     stream: bool | None = False
+    text: ResponseText | None = None
 
     _keys = field_validator("metadata")(_attribute_keys)

@@ -6,7 +6,7 @@ from typing import Any, AsyncIterator
 
 from fastapi import Depends, Request
 
-from ...services.inference import Completion, Delta, Sampling, generate
+from ...services.inference import Completion, Delta, Sampling, generate, structured_output
 from ...services.messages import to_openai, tool_definition_to_openai
 from ...services.stack import Stack
 from ...content.text import content_as_text
@@ -41,7 +41,7 @@ async def chat_completion(body: ChatCompletionRequest, request: Request, stack: 
     sampling = Sampling.of(body.sampling_params)
     api_key = provider_api_key(request, stack, body.model_id)
     items = generate(model, messages, sampling, tools or None, _tool_choice(body.tool_choice, body.tool_config) if tools else None,
-                     api_key)
+                     api_key, structured_output(body.response_format))
     if body.stream:
         return sse_response(_chat_events(items))
     completion = None
@@ -72,7 +72,7 @@ async def completion(body: CompletionRequest, stack: Stack = Depends(get_stack))
     model = stack.models.chat_model(body.model_id)
     prompt = content_as_text(body.content, "content")
     sampling = Sampling.of(body.sampling_params)
-    chunks = model.complete(prompt, sampling.max_tokens, sampling.temperature)
+    chunks = model.complete(prompt, sampling.max_tokens, sampling.temperature, structured_output(body.response_format))
     if body.stream:
         return sse_response(_completion_events(chunks))
     text, finish = "", None

@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator
 
 from fastapi import Depends, Request
 
-from ...services.inference import Completion, Delta, Sampling, generate
+from ...services.inference import Completion, Delta, Sampling, generate, structured_output
 from ...services.stack import Stack
 from ...content.text import content_as_text
 from ...errors import BadRequest
@@ -52,7 +52,7 @@ async def chat_completions(body: ChatCompletionCreate, request: Request, stack: 
                         max_tokens=body.max_completion_tokens or body.max_tokens, stop=stop)
     messages = _messages(body.messages)
     items = generate(model, messages, sampling, body.tools or None, body.tool_choice if body.tools else None,
-                     provider_api_key(request, stack, body.model))
+                     provider_api_key(request, stack, body.model), structured_output(body.response_format))
     response_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
         return sse_response(_chat_chunks(items, response_id, created, body.model), done_sentinel=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from ...errors import BadRequest, Unavailable
-from ..protocols import ChatChunk, ChatRequest
+from ..protocols import ChatChunk, ChatRequest, StructuredOutput
 from .gguf_weights import CATALOG, DEFAULT_WEIGHTS, PackagedGGUF, materialise, verify_packaged
 from .model_process import ModelProcess
 from .openai_compat import DEFAULT_TIMEOUT, OpenAIChatModel, OpenAIEndpoint
@@ -56,9 +56,10 @@ class LocalChatModel(OpenAIChatModel):
         except Unavailable as exc:
             raise Unavailable(await self._why(exc)) from None
 
-    async def complete(self, prompt: str, max_tokens: int | None, temperature: float) -> AsyncIterator[ChatChunk]:
+    async def complete(self, prompt: str, max_tokens: int | None, temperature: float,
+                       structured: StructuredOutput | None = None) -> AsyncIterator[ChatChunk]:
         try:
-            async for chunk in super().complete(prompt, max_tokens, temperature):
+            async for chunk in super().complete(prompt, max_tokens, temperature, structured):
                 yield chunk
         except Unavailable as exc:
             raise Unavailable(await self._why(exc)) from None

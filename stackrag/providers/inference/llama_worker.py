@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
+from .json_grammar import GrammarError, grammar_for
+
 TOKEN_ENV = "STACKRAG_LLM_TOKEN"
 CHECK_PROMPT = "The quick brown fox jumps over the lazy dog while the farmer counts his sheep. " * 6
 # Test hook: the name of a variant whose check dies of SIGILL, as on a CPU that traps it.
@@ -86,7 +88,15 @@ class Engine:
         extra = sum(len(str(m.get("tool_calls", ""))) // 3 for m in messages)
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)) + extra
 
-    def chat(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def grammar(self, body: dict[str, Any]) -> Any:
+        """The grammar of the body's response_format (None: plain text); raises GrammarError."""
+        if body.get("response_format") is not None and body.get("tools"):
+            # Held to a JSON grammar, the model could never write a tool call.
+            raise GrammarError("the local model cannot both be offered tools and held to a response_format "
+                               "in one request; send one of them")
+        return grammar_for(body.get("response_format"), self._llm._model.vocab)
+
+    def chat(self, body: dict[str, Any], grammar: Any = None) -> Iterator[dict[str, Any]]:
         tools = body.get("tools") or None
         return self._llm.create_chat_completion(
             messages=body["messages"],
@@ -96,14 +106,16 @@ class Engine:
             top_p=float(body["top_p"]) if body.get("top_p") is not None else 0.95,
             max_tokens=int(body.get("max_tokens") or max(256, min(1024, self.n_ctx // 4))),
             stop=body.get("stop"),
+            grammar=grammar,
             stream=True,
         )
 
-    def complete(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def complete(self, body: dict[str, Any], grammar: Any = None) -> Iterator[dict[str, Any]]:
         return self._llm.create_completion(
             str(body.get("prompt") or ""),
             max_tokens=int(body.get("max_tokens") or 256),
             temperature=float(body.get("temperature") or 0.0),
+            grammar=grammar,
             stream=True,
         )
 
@@ -173,19 +185,33 @@ def build_app(engine: Engine, token: str, info: dict[str, Any]) -> Any:
 
         return StreamingResponse(lines(), media_type="text/event-stream")
 
+    async def grammar_of(body: dict[str, Any]) -> Any:
+        """The body's grammar, or the 400 that says why there is none; built off the loop (a large
+        schema takes a while), and outside the generation lock: it only reads the vocabulary."""
+        try:
+            return await asyncio.to_thread(engine.grammar, body)
+        except GrammarError as exc:
+            return JSONResponse({"error": {"message": str(exc)}}, status_code=400)
+
     async def chat(request: Request) -> Response:
         body = await body_of(request)
         if isinstance(body, Response):
             return body
         if not isinstance(body.get("messages"), list):
             return JSONResponse({"error": {"message": "messages must be a list"}}, status_code=400)
-        return sse(engine.stream(lambda: engine.chat(body)))
+        grammar = await grammar_of(body)
+        if isinstance(grammar, Response):
+            return grammar
+        return sse(engine.stream(lambda: engine.chat(body, grammar)))
 
     async def complete(request: Request) -> Response:
         body = await body_of(request)
         if isinstance(body, Response):
             return body
-        return sse(engine.stream(lambda: engine.complete(body)))
+        grammar = await grammar_of(body)
+        if isinstance(grammar, Response):
+            return grammar
+        return sse(engine.stream(lambda: engine.complete(body, grammar)))
 
     async def tokenize(request: Request) -> Response:
         body = await body_of(request)

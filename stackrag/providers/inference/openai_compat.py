@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import httpx
 
 from ...errors import BadRequest, Unavailable
-from ..protocols import ChatChunk, ChatRequest
+from ..protocols import ChatChunk, ChatRequest, StructuredOutput
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,10 @@ class OpenAIEndpoint:
                                             headers=self._headers(key, "text/event-stream")) as response:
                 if response.status_code >= 400:
                     detail = (await response.aread()).decode("utf-8", "replace")[:500]
-                    raise Unavailable(f"inference provider {self.provider_id} answered {response.status_code}: {detail}")
+                    message = f"inference provider {self.provider_id} answered {response.status_code}: {detail}"
+                    # The provider refused what the caller asked for (a schema it cannot follow, say):
+                    # the caller's to fix, not an outage.
+                    raise BadRequest(message) if response.status_code in (400, 422) else Unavailable(message)
                 started = True
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
@@ -152,6 +155,8 @@ class OpenAIChatModel:
         if request.tools:
             body["tools"] = request.tools
             body["tool_choice"] = request.tool_choice or "auto"
+        if request.structured:
+            body["response_format"] = response_format(request.structured)
         pending: dict[int, dict[str, Any]] = {}
         async for event in self.endpoint.post_stream("/chat/completions", body, request.api_key):
             if not event.get("choices"):
@@ -169,13 +174,30 @@ class OpenAIChatModel:
             if delta.get("content") or finish or calls:
                 yield ChatChunk(text=delta.get("content") or "", tool_calls=calls, finish_reason=finish)
 
-    async def complete(self, prompt: str, max_tokens: int | None, temperature: float) -> AsyncIterator[ChatChunk]:
-        body = {"model": self.model_id, "prompt": prompt, "stream": True, "temperature": temperature,
-                "max_tokens": max_tokens or 256}
+    async def complete(self, prompt: str, max_tokens: int | None, temperature: float,
+                       structured: StructuredOutput | None = None) -> AsyncIterator[ChatChunk]:
+        body: dict[str, Any] = {"model": self.model_id, "prompt": prompt, "stream": True, "temperature": temperature,
+                                "max_tokens": max_tokens or 256}
+        if structured:
+            # Not in OpenAI's /completions (which refuses it, a 400); vLLM and the local model
+            # process honour it. Sent all the same: a refusal the caller reads beats a format dropped.
+            body["response_format"] = response_format(structured)
         async for event in self.endpoint.post_stream("/completions", body, None):
             if event.get("choices"):
                 choice = event["choices"][0]
                 yield ChatChunk(text=choice.get("text") or "", finish_reason=choice.get("finish_reason"))
+
+
+def response_format(structured: StructuredOutput) -> dict[str, Any]:
+    """OpenAI's response_format for it."""
+    if structured.schema is None:
+        return {"type": "json_object"}
+    spec: dict[str, Any] = {"name": structured.name, "schema": structured.schema}
+    if structured.description is not None:
+        spec["description"] = structured.description
+    if structured.strict is not None:
+        spec["strict"] = structured.strict
+    return {"type": "json_schema", "json_schema": spec}
 
 
 class OpenAICompatProvider:
