@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import describe_validation_errors
 
@@ -147,6 +147,24 @@ class IngestionSettings(BaseModel):
     window_tokens: int | None = Field(default=None, ge=32)
 
 
+class QueryRewriteSettings(BaseModel):
+    """vector-store search's rewrite_query: the chat model that rewrites the query, and how (Llama
+    Stack's vector_stores.rewrite_query_params). No model: rewrite_query is refused with a 400."""
+
+    model: str | None = None
+    prompt: str = ("Expand this query with relevant synonyms and related terms. Return only the improved query, "
+                   "no explanations:\n\n{query}\n\nImproved query:")
+    max_tokens: int = Field(default=100, ge=1, le=1000)
+    temperature: float = Field(default=0.3, ge=0.0, le=2.0)
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_query(cls, value: str) -> str:
+        if "{query}" not in value:
+            raise ValueError("retrieval.rewrite_query.prompt must contain {query}")
+        return value
+
+
 class RetrievalSettings(BaseModel):
     """Search defaults for requests that do not choose (docs/retrieval.md has the measurements)."""
 
@@ -176,6 +194,7 @@ class RetrievalSettings(BaseModel):
     # A question this similar to "what do these documents cover?" gets each document's opening
     # passage instead of a search; None turns the overview off.
     overview_similarity: float | None = Field(default=0.45, ge=-1.0, le=1.0)
+    rewrite_query: QueryRewriteSettings = Field(default_factory=QueryRewriteSettings)
 
 
 def _default_providers() -> dict[str, list[Provider]]:

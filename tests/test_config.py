@@ -123,6 +123,10 @@ def test_bad_config_files_say_what_is_wrong(tmp_path: Path):
     wrong.write_text("providers:\n  vector_io:\n  - provider_type: inline::milvus\n")
     with pytest.raises(ConfigError, match="provider_id"):
         load_config(wrong)
+    rewrite = tmp_path / "rewrite.yaml"
+    rewrite.write_text("retrieval:\n  rewrite_query: {model: m, prompt: 'no placeholder'}\n")
+    with pytest.raises(ConfigError, match="must contain {query}"):
+        load_config(rewrite)
 
 
 def test_no_file_means_embedded_defaults():

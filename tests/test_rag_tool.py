@@ -200,3 +200,27 @@ def test_a_question_about_the_whole_collection_gets_each_documents_opening(stack
     titles = {"num-0": "Llama3", "num-1": "Llama3", "num-2": "Memory Optimization", "num-3": "LoRA"}
     for doc_id, chunk in zip(result.metadata["document_ids"], result.metadata["chunks"]):
         assert titles[doc_id].lower() in chunk.lower(), (doc_id, chunk[:200])
+
+
+def test_an_llm_writes_the_query_when_the_config_asks(stack, tutorial_db):
+    """query_generator_config {type: llm}: the chat model turns the message into the query that is
+    searched (the result's closing line quotes the query searched)."""
+    client = LlamaStackClient(base_url=stack.url)
+    model = next(m.identifier for m in client.models.list() if m.model_type == "llm")
+    question = "lora memory"
+    result = client.tool_runtime.rag_tool.query(
+        content=question, vector_db_ids=[tutorial_db],
+        query_config={"query_generator_config": {
+            "type": "llm", "model": model,
+            "template": "Rewrite this as a full question about fine-tuning language models: {{ messages[-1] }}"}})
+    assert result.content
+    searched = re.search(r'the user\'s query: "(.*)"', result.content[-1].text, re.S).group(1)
+    assert searched.strip() and searched != question
+    for template, why in (("{% for m in messages %}{{ m }}{% endfor %}", "may only use"),
+                          ("no field here", "must contain")):
+        with pytest.raises(BadRequestError, match=why):
+            client.tool_runtime.rag_tool.query(content=question, vector_db_ids=[tutorial_db], query_config={
+                "query_generator_config": {"type": "llm", "model": model, "template": template}})
+    with pytest.raises(NotFoundError):
+        client.tool_runtime.rag_tool.query(content=question, vector_db_ids=[tutorial_db], query_config={
+            "query_generator_config": {"type": "llm", "model": "no-such-model", "template": "{{ messages }}"}})

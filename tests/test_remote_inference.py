@@ -67,6 +67,9 @@ def remote_stack(request, llama_server, tmp_path_factory):
         "  vector_io:\n" + inline_vector_io() +
         "models:\n- model_id: remote-qwen\n  provider_id: local-server\n"
         f"  provider_model_id: {ALIAS}\n  model_type: llm\n"
+        # A prompt whose rewrite is sure to differ from the query, so the test sees that it ran.
+        "retrieval:\n  rewrite_query: {model: remote-qwen, max_tokens: 32, temperature: 0,\n"
+        "    prompt: 'Write this search query in capital letters, nothing else: {query}'}\n"
     )
     server = start_server(data_dir, config)
     yield server
@@ -114,6 +117,22 @@ def test_agent_turn_over_remote_inference(remote_stack, docs_url):
                              session_id=agent.create_session("remote"), stream=False)
     assert "grouped" in turn.output_message.content.lower() or "gqa" in turn.output_message.content.lower()
     assert any(s.step_type == "tool_execution" for s in turn.steps)
+
+
+def test_vector_store_search_rewrites_the_query_with_the_configured_model(remote_stack):
+    """rewrite_query with retrieval.rewrite_query.model set: the model rewrites, the page reports
+    the query searched (as the reference does)."""
+    from openai import OpenAI
+
+    oai = OpenAI(base_url=f"{remote_stack.url}/v1", api_key="none")
+    uploaded = oai.files.create(file=("lora.txt", b"LoRA freezes the base model and trains low-rank adapters."),
+                                purpose="assistants")
+    store = oai.vector_stores.create(name="rewrite", file_ids=[uploaded.id])
+    plain = oai.vector_stores.search(vector_store_id=store.id, query="lora adapters")
+    rewritten = oai.vector_stores.search(vector_store_id=store.id, query="lora adapters", rewrite_query=True)
+    assert plain.search_query == ["lora adapters"]
+    assert rewritten.search_query and rewritten.search_query != plain.search_query
+    assert rewritten.data and rewritten.data[0].file_id == uploaded.id
 
 
 def test_a_wrong_key_is_a_clear_error(llama_server, tmp_path):

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import BadRequest
 from ..wire.openai import ContextualChunking
-from .inference import Completion, Sampling, generate
+from .inference import Sampling, answer_text
 from .models import ModelService
 
 # Enough for the "short succinct description" the prompt asks for; a model that rambles is cut.
@@ -47,7 +47,8 @@ class Contextualizer:
             messages = [{"role": "user", "content": prompt}]
             async with semaphore:
                 try:
-                    return await asyncio.wait_for(_answer(model, messages), timeout)
+                    return await asyncio.wait_for(answer_text(model, messages, Sampling(max_tokens=CONTEXT_TOKENS)),
+                                                  timeout)
                 except asyncio.TimeoutError:
                     raise BadRequest(f"model {config.model_id!r} took over {timeout:g} s to write a chunk's context "
                                      "(chunking_strategy.contextual.timeout_seconds)") from None
@@ -58,10 +59,3 @@ class Contextualizer:
 
         return list(await asyncio.gather(*(one(c) for c in chunks)))
 
-
-async def _answer(model, messages: list[dict[str, Any]]) -> str:
-    text = ""
-    async for part in generate(model, messages, Sampling(max_tokens=CONTEXT_TOKENS)):
-        if isinstance(part, Completion):
-            text = part.text
-    return " ".join(text.split())

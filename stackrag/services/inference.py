@@ -160,3 +160,12 @@ def _arguments(raw: Any) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+async def answer_text(model: ChatModel, messages: list[dict[str, Any]], sampling: Sampling) -> str:
+    """A whole answer as one line of text (a chunk's context, a search query)."""
+    text = ""
+    async for part in generate(model, messages, sampling):
+        if isinstance(part, Completion):
+            text = part.text
+    return " ".join(text.split())

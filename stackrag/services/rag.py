@@ -10,6 +10,7 @@ from ..content.text import plain
 from ..errors import NotFound
 from ..wire.llama_stack import RAGDocument, RAGQueryConfig as RAGQueryConfigIn
 from .ingestion import Document, Ingestion, InsertStats
+from .queries import QueryWriter
 from .retrieval import RAGQueryConfig, RAGResult, Retrieval
 from .vector_dbs import VectorDBService
 
@@ -20,10 +21,11 @@ def document_of(doc: RAGDocument) -> Document:
 
 
 class RAGService:
-    def __init__(self, vector_dbs: VectorDBService, ingestion: Ingestion, retrieval: Retrieval):
+    def __init__(self, vector_dbs: VectorDBService, ingestion: Ingestion, retrieval: Retrieval, queries: QueryWriter):
         self._dbs = vector_dbs
         self._ingestion = ingestion
         self._retrieval = retrieval
+        self._queries = queries
 
     async def insert(self, vector_db_id: str, documents: list[RAGDocument], chunk_size: int | None) -> InsertStats:
         db = self._dbs.open(vector_db_id)
@@ -45,10 +47,12 @@ class RAGService:
             pass
 
     async def query(self, vector_db_ids: list[str], content: Any, config: RAGQueryConfigIn | None) -> RAGResult:
-        return await self.knowledge_search(vector_db_ids, content, self._retrieval.rag_config(config))
+        return await self.knowledge_search(vector_db_ids, content, self.config(config))
 
     async def knowledge_search(self, vector_db_ids: list[str], content: Any, config: RAGQueryConfig) -> RAGResult:
         dbs = [self._dbs.open(vector_db_id) for vector_db_id in vector_db_ids]
+        if config.query_model and config.query_template:
+            content = await self._queries.generated(config.query_model, config.query_template, content)
         return await self._retrieval.knowledge_search(dbs, content, config)
 
     def check_visible(self, vector_db_ids: list[str]) -> None:
@@ -57,5 +61,9 @@ class RAGService:
             self._dbs.get(vector_db_id)
 
     def config(self, config: RAGQueryConfigIn | None) -> RAGQueryConfig:
-        return self._retrieval.rag_config(config)
+        """A query config with its defaults; a generator's model that is not a chat model is a 4xx now."""
+        checked = self._retrieval.rag_config(config)
+        if checked.query_model:
+            self._queries.check_model(checked.query_model)
+        return checked
 

@@ -15,7 +15,8 @@ from ..errors import BadRequest
 from ..providers.protocols import Embedder, Hit, SearchRequest
 from ..providers.vector_io.fusion import fuse
 from ..providers.vector_io.term_stats import tokenize
-from ..wire.llama_stack import QueryParams, RAGQueryConfig as RAGQueryConfigIn, Ranker
+from ..wire.llama_stack import (DefaultQueryGenerator, LLMQueryGenerator, QueryParams,
+                                  RAGQueryConfig as RAGQueryConfigIn, Ranker)
 from .vector_dbs import VectorDB
 
 HIDDEN_METADATA = ("token_count", "metadata_token_count")
@@ -56,6 +57,9 @@ class RAGQueryConfig:
     mode: str = "vector"
     ranker: dict[str, Any] = field(default_factory=dict)
     separator: str = " "
+    # query_generator_config {type: llm}: the chat model that writes the query, from this template.
+    query_model: str | None = None
+    query_template: str | None = None
 
 
 @dataclass
@@ -82,17 +86,16 @@ class Retrieval:
     def rag_config(self, config: RAGQueryConfigIn | None) -> RAGQueryConfig:
         config = config or RAGQueryConfigIn()
         generator = config.query_generator_config
-        if generator is not None and generator.type != "default":
-            raise BadRequest(
-                "query_config.query_generator_config.type 'llm' is not supported yet; use {'type': 'default'}"
-            )
+        llm = generator if isinstance(generator, LLMQueryGenerator) else None
         return RAGQueryConfig(
             max_tokens_in_context=4096 if config.max_tokens_in_context is None else config.max_tokens_in_context,
             max_chunks=5 if config.max_chunks is None else config.max_chunks,
             chunk_template=config.chunk_template or DEFAULT_CHUNK_TEMPLATE,
             mode=config.mode or self.settings.mode,
             ranker=ranker_dict(config.ranker, self.settings.ranker),
-            separator=generator.separator if generator is not None else " ",
+            separator=generator.separator if isinstance(generator, DefaultQueryGenerator) else " ",
+            query_model=llm.model if llm else None,
+            query_template=llm.template if llm else None,
         )
 
     async def search(

@@ -21,6 +21,7 @@ from .files import FileService
 from .ingestion import Ingestion
 from .keys import KeyService, config_keys
 from .models import ModelService
+from .queries import QueryWriter
 from .rag import RAGService
 from .replica import Replica
 from .responses import ResponseService
@@ -82,9 +83,11 @@ def build_stack(config: RunConfig) -> Stack:
     vector_dbs = VectorDBService(registry, models, instances["vector_io"], keys)
     ingestion = Ingestion(config.fetch, config.ingestion, registry, replica.replica_id, vector_dbs.check_current)
     retrieval = Retrieval(config.retrieval)
-    rag = RAGService(vector_dbs, ingestion, retrieval)
+    queries = QueryWriter(models, config.retrieval.rewrite_query)
+    queries.check_configured()
+    rag = RAGService(vector_dbs, ingestion, retrieval, queries)
     files = FileService(registry, storage.blobs, config.ingestion.max_document_bytes)
-    vector_stores = VectorStoreService(vector_dbs, files, ingestion, retrieval, registry, replica, models,
+    vector_stores = VectorStoreService(vector_dbs, files, ingestion, retrieval, registry, replica, models, queries,
                                        config.ingestion.attach_wait_seconds)
     # Writes of replicas that died are rolled back by the live ones, not only at a restart.
     replica.sweep(lambda: ingestion.recover(vector_dbs.indexes, replica.alive))

@@ -21,6 +21,7 @@ from ..wire.llama_stack import RRFRanker, WeightedRanker
 from ..wire.openai import (ChunkingStrategy, ComparisonFilter, ContextualChunkingStrategy, Filter, RankingOptions,
                            StaticChunkingStrategy)
 from .contextual import Contextualizer, check_model
+from .queries import QueryWriter
 from .files import FileService
 from .ingestion import Document, Fence, Ingestion
 from .models import ModelService
@@ -100,10 +101,11 @@ def matches(attributes: dict[str, Any], flt: Filter) -> bool:
 
 class VectorStoreService:
     def __init__(self, vector_dbs: VectorDBService, files: FileService, ingestion: Ingestion,
-                 retrieval: Retrieval, registry: Any, replica: Replica, models: ModelService,
+                 retrieval: Retrieval, registry: Any, replica: Replica, models: ModelService, queries: QueryWriter,
                  attach_wait_seconds: float = 0.0):
         self._dbs = vector_dbs
         self._models = models
+        self._queries = queries
         self._attach_wait = attach_wait_seconds
         self._files = files
         self._ingestion = ingestion
@@ -374,10 +376,13 @@ class VectorStoreService:
 
     async def search(self, store_id: str, query: str | list[str], filters: Filter | None,
                      max_num_results: int | None, ranking_options: RankingOptions | None,
-                     search_mode: str | None) -> SearchPage:
+                     search_mode: str | None, rewrite_query: bool = False) -> SearchPage:
         self._record(store_id)
         db = self._dbs.open(store_id)
         queries = query if isinstance(query, list) else [query]
+        if rewrite_query:
+            # The page reports the queries searched, as the reference does after its rewrite.
+            queries = [await self._queries.rewritten(" ".join(queries))]
         options = ranking_options or RankingOptions()
         ranker = options.ranker if isinstance(options.ranker, (RRFRanker, WeightedRanker)) else None
         defaults = self._retrieval.settings

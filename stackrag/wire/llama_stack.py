@@ -11,7 +11,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar, Union
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
-from ..content.templates import check_chunk_template
+from ..content.templates import check_chunk_template, check_generator_template
 from .common import (
     bounded_list,
     MAX_LIST,
@@ -190,6 +190,11 @@ class LLMQueryGenerator(Lenient):
     type: Literal["llm"]
     model: ResourceId
     template: Annotated[str, Field(max_length=4096)]
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        return check_generator_template(value)
 
 
 QueryGenerator = Annotated[Union[DefaultQueryGenerator, LLMQueryGenerator], Field(discriminator="type")]

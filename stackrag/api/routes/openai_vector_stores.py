@@ -61,10 +61,8 @@ async def delete(store_id: str, stack: Stack = Depends(get_stack)) -> Any:
 
 @router.post("/vector_stores/{store_id}/search", openapi_extra={**READ, **routing.SEARCH_BODY})
 async def search(store_id: str, body: VectorStoreSearch, stack: Stack = Depends(get_stack)) -> Any:
-    if body.rewrite_query:
-        raise BadRequest("rewrite_query is not supported: send the query as you want it searched")
     found = await stack.vector_stores.search(store_id, body.query, body.filters, body.max_num_results,
-                                             body.ranking_options, body.search_mode)
+                                             body.ranking_options, body.search_mode, bool(body.rewrite_query))
     return found.wire()
 
 
