@@ -70,6 +70,53 @@ def test_files_upload_list_content_delete(oai):
         oai.files.create(file=("x.txt", b"x", "text/plain"), purpose="nonsense")
 
 
+def test_files_and_vector_stores_expire_after(oai):
+    """expires_after as OpenAI (and Llama Stack 0.8's files tests) send it: bracketed form fields
+    for a file, {anchor: last_active_at, days} for a store."""
+    uploaded = oai.files.create(file=("expiring.txt", b"expires_after test", "text/plain"), purpose="assistants",
+                                expires_after={"anchor": "created_at", "seconds": 4545})
+    assert uploaded.expires_at == uploaded.created_at + 4545
+    assert oai.files.retrieve(uploaded.id).expires_at == uploaded.expires_at
+    assert uploaded.id in [f.id for f in oai.files.list(limit=100)]
+    for bad, why in (({"anchor": "created_at", "seconds": 10}, "between 3600"),
+                     ({"anchor": "last_active_at", "seconds": 4545}, "anchor")):
+        with pytest.raises(BadRequestError, match=why):
+            oai.files.create(file=("x.txt", b"x", "text/plain"), purpose="assistants", expires_after=bad)
+    store = oai.vector_stores.create(name="expiring", expires_after={"anchor": "last_active_at", "days": 2})
+    assert store.expires_after.days == 2 and store.status == "completed"
+    assert store.expires_at == store.last_active_at + 2 * 86_400
+    updated = oai.vector_stores.update(vector_store_id=store.id, expires_after={"anchor": "last_active_at", "days": 7})
+    assert updated.expires_at == updated.last_active_at + 7 * 86_400
+    with pytest.raises(BadRequestError, match="days"):
+        oai.vector_stores.create(name="x", expires_after={"anchor": "last_active_at", "days": 0})
+    oai.vector_stores.delete(store.id)
+    oai.files.delete(uploaded.id)
+
+
+def test_an_expired_file_is_gone(tmp_path, monkeypatch):
+    """Past its expires_at a file is not found and not listed, before the sweep deletes it, and the
+    sweep finds it (the server's own FileService on a real registry and blob store)."""
+    import time
+
+    from stackrag.errors import NotFound
+    from stackrag.services.files import FileService
+    from stackrag.storage.blobs import BlobStore
+    from stackrag.storage.registry import SQLiteRegistry
+
+    files = FileService(SQLiteRegistry(tmp_path / "registry.db"), BlobStore(tmp_path / "blobs"), 1 << 20)
+    kept = files.create("kept.txt", b"kept", "assistants", "text/plain")
+    expiring = files.create("expiring.txt", b"soon gone", "assistants", "text/plain", 3600)
+    assert files.get(expiring["id"]) and files.expired() == []
+    later = time.time() + 3601
+    monkeypatch.setattr(time, "time", lambda: later)
+    with pytest.raises(NotFound, match="not found"):
+        files.get(expiring["id"])
+    assert [f["id"] for f in files.list()] == [kept["id"]]
+    assert files.expired() == [expiring["id"]]
+    files.remove(expiring["id"])
+    assert files.expired() == []
+
+
 def test_vector_store_attach_and_status(oai, store):
     vs, uploaded = store
     current = oai.vector_stores.retrieve(vs.id)

@@ -59,12 +59,14 @@ def create_app(config: RunConfig, stack: Stack | None = None, on_ready: OnReady 
         await app.state.stack.replica.start()
         log.info("stackrag ready (data dir %s)", config.resolved_data_dir())
         task = asyncio.create_task(on_ready(app.state.stack)) if on_ready is not None else None
+        expiry = asyncio.create_task(app.state.stack.vector_stores.expiry_loop())
         try:
             yield
         finally:
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            for running in (task, expiry):
+                if running is not None:
+                    running.cancel()
+            await asyncio.gather(*(t for t in (task, expiry) if t is not None), return_exceptions=True)
             await app.state.stack.replica.stop()
             await asyncio.to_thread(services.close, app.state.stack)
 

@@ -38,3 +38,5 @@ class VectorDBRecord(BaseModel):
     # Vector-store fields (the OpenAI-compatible view of the same record).
     metadata: dict[str, Any] = Field(default_factory=dict)
     last_active_at: int = 0
+    # expires_after {anchor: last_active_at, days}: the days of inactivity after which it expires.
+    expires_after_days: int | None = None

@@ -31,6 +31,7 @@ from .retrieval import Retrieval, SearchParams, ranker_dict
 from .vector_dbs import VectorDBService
 
 log = logging.getLogger(__name__)
+EXPIRY_SWEEP_SECONDS = 60.0
 
 
 @dataclass
@@ -117,12 +118,14 @@ class VectorStoreService:
     # -- stores -------------------------------------------------------------------------------
 
     async def create(self, name: str | None, file_ids: list[str], chunking: ChunkingStrategy | None,
-                     metadata: dict[str, Any] | None, embedding_model: str | None, provider_id: str | None) -> dict:
+                     metadata: dict[str, Any] | None, embedding_model: str | None, provider_id: str | None,
+                     expires_after_days: int | None = None) -> dict:
         store_id = f"vs_{uuid.uuid4()}"
         record = await self._dbs.register(store_id, embedding_model or DEFAULT_EMBEDDING_MODEL, None, provider_id,
                                           None, vector_db_name=name)
         record.metadata = dict(metadata or {})
         record.last_active_at = record.created_at
+        record.expires_after_days = expires_after_days
         self._dbs.save(record)
         await self._settle([self._attach(store_id, file_id, {}, chunking, missing_fails=True)
                             for file_id in file_ids])
@@ -137,8 +140,10 @@ class VectorStoreService:
             "id": record.identifier, "object": "vector_store", "created_at": record.created_at,
             "name": record.vector_db_name or record.identifier, "usage_bytes": sum(f["usage_bytes"] for f in files),
             "file_counts": {**counts, "total": len(files)},
-            "status": "in_progress" if counts["in_progress"] else "completed",
-            "expires_after": None, "expires_at": None, "last_active_at": record.last_active_at or record.created_at,
+            "status": "expired" if _expired(record) else "in_progress" if counts["in_progress"] else "completed",
+            "expires_after": ({"anchor": "last_active_at", "days": record.expires_after_days}
+                              if record.expires_after_days else None),
+            "expires_at": _expires_at(record), "last_active_at": record.last_active_at or record.created_at,
             "metadata": record.metadata,
             # llama-stack extras
             "embedding_model": record.embedding_model, "embedding_dimension": record.embedding_dimension,
@@ -157,15 +162,25 @@ class VectorStoreService:
         except NotFound:
             raise NotFound(f"Vector store {store_id!r} not found") from None
 
-    def update(self, store_id: str, name: str | None, metadata: dict[str, Any] | None) -> dict[str, Any]:
+    def update(self, store_id: str, name: str | None, metadata: dict[str, Any] | None,
+               expires_after_days: int | None = None) -> dict[str, Any]:
         record = self._record(store_id)
         if name is not None:
             record.vector_db_name = name
         if metadata is not None:
             record.metadata = dict(metadata)
+        if expires_after_days is not None:
+            record.expires_after_days = expires_after_days
         record.last_active_at = int(time.time())
         self._dbs.save(record)
         return self.view(record)
+
+    def _check_active(self, record: VectorDBRecord) -> None:
+        """An expired store is kept (its files and their rows) but not used, as OpenAI does: it can
+        be read and deleted, not searched or added to."""
+        if _expired(record):
+            raise BadRequest(f"vector store {record.identifier!r} expired at {_expires_at(record)} "
+                             f"({record.expires_after_days} days after it was last active); create a new one")
 
     async def delete(self, store_id: str) -> None:
         self._record(store_id)
@@ -200,7 +215,7 @@ class VectorStoreService:
         """Record the attachment and queue its ingestion; its registry key. An unknown file is a
         404, or with missing_fails (a store or batch of several files, as Llama Stack does it) an
         entry that failed and says why, so that the other files still get ingested."""
-        self._record(store_id)
+        self._check_active(self._record(store_id))
         if isinstance(chunking, ContextualChunkingStrategy):
             check_model(self._models, chunking.contextual)
         try:
@@ -330,9 +345,32 @@ class VectorStoreService:
         """DELETE /v1/files/{id}: the file leaves every store it is attached to (its ingestion stops,
         its rows go), then its content."""
         self._files.get(file_id)
+        await self._purge_file(file_id)
+
+    async def _purge_file(self, file_id: str) -> None:
         for entry in [f for f in self._registry.list(FILES) if f["id"] == file_id]:
             await self._remove(entry["vector_store_id"], file_id)
-        self._files.delete(file_id)
+        self._files.remove(file_id)
+
+    async def expire_files(self) -> int:
+        """Delete the files past their expires_at, from every store too (run by the server every
+        EXPIRY_SWEEP_SECONDS by expiry_loop, on every replica: a file deleted twice is deleted once)."""
+        expired = await asyncio.to_thread(self._files.expired)
+        for file_id in expired:
+            try:
+                await self._purge_file(file_id)
+            except NotFound:
+                pass
+        return len(expired)
+
+    async def expiry_loop(self, period: float = EXPIRY_SWEEP_SECONDS) -> None:
+        while True:
+            try:
+                if await self.expire_files():
+                    log.info("expired files deleted")
+            except Exception as exc:  # the store is away: next time
+                log.warning("could not delete expired files: %s", exc)
+            await asyncio.sleep(period)
 
     # -- file batches -------------------------------------------------------------------------
 
@@ -377,7 +415,7 @@ class VectorStoreService:
     async def search(self, store_id: str, query: str | list[str], filters: Filter | None,
                      max_num_results: int | None, ranking_options: RankingOptions | None,
                      search_mode: str | None, rewrite_query: bool = False) -> SearchPage:
-        self._record(store_id)
+        self._check_active(self._record(store_id))
         db = self._dbs.open(store_id)
         queries = query if isinstance(query, list) else [query]
         if rewrite_query:
@@ -417,3 +455,14 @@ def _mime_for(file: dict[str, Any]) -> str | None:
         if name.endswith(suffix):
             return mime
     return file.get("content_type")
+
+
+def _expires_at(record: VectorDBRecord) -> int | None:
+    if not record.expires_after_days:
+        return None
+    return (record.last_active_at or record.created_at) + record.expires_after_days * 86_400
+
+
+def _expired(record: VectorDBRecord) -> bool:
+    expires_at = _expires_at(record)
+    return expires_at is not None and time.time() >= expires_at

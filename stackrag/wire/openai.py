@@ -114,12 +114,19 @@ class RankingOptions(Lenient):
     score_threshold: Annotated[Number, Field(ge=-1, le=1)] | None = None
 
 
+class StoreExpiry(Lenient):
+    """OpenAI's vector-store expires_after: so many days after the store was last active."""
+
+    anchor: Literal["last_active_at"]
+    days: Annotated[Int, Field(ge=1, le=365)]
+
+
 class VectorStoreCreate(RequestBody):
     name: Annotated[str, Field(max_length=256)] | None = None
     file_ids: bounded_list(ResourceId, 500) = Field(default_factory=list)
     chunking_strategy: ChunkingStrategy | None = None
     metadata: Attributes | None = None
-    expires_after: dict[str, Any] | None = None
+    expires_after: StoreExpiry | None = None
     embedding_model: ResourceId | None = None
     embedding_dimension: IntOrDigits | None = None
     provider_id: ResourceId | None = None
@@ -130,7 +137,7 @@ class VectorStoreCreate(RequestBody):
 class VectorStoreUpdate(RequestBody):
     name: Annotated[str, Field(max_length=256)] | None = None
     metadata: Attributes | None = None
-    expires_after: dict[str, Any] | None = None
+    expires_after: StoreExpiry | None = None
 
     _keys = field_validator("metadata")(_attribute_keys)
 

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from ...services.pagination import page
 from ...services.stack import Stack
-from ...errors import PayloadTooLarge
+from ...errors import BadRequest, PayloadTooLarge
 from ..access import WRITE
 from ..deps import get_stack
 from .. import routing
@@ -22,12 +22,27 @@ def _public(record: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.post("/files", openapi_extra=WRITE)
-async def upload(file: UploadFile = File(...), purpose: str = Form(...), stack: Stack = Depends(get_stack)) -> Any:
+async def upload(file: UploadFile = File(...), purpose: str = Form(...),
+                 # OpenAI's SDK sends the expires_after object as bracketed form fields.
+                 expires_anchor: str | None = Form(None, alias="expires_after[anchor]", max_length=32),
+                 expires_seconds: str | None = Form(None, alias="expires_after[seconds]", max_length=16),
+                 stack: Stack = Depends(get_stack)) -> Any:
+    seconds = _expiry_seconds(expires_anchor, expires_seconds)
     limit = stack.files.max_bytes
     data = await file.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"the file is larger than the limit of {limit} bytes")
-    return _public(stack.files.create(file.filename or "upload", data, purpose, file.content_type))
+    return _public(stack.files.create(file.filename or "upload", data, purpose, file.content_type, seconds))
+
+
+def _expiry_seconds(anchor: str | None, seconds: str | None) -> int | None:
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at":
+        raise BadRequest("expires_after.anchor must be 'created_at'")
+    if seconds is None or not seconds.strip().isdigit():
+        raise BadRequest("expires_after.seconds must be a whole number of seconds")
+    return int(seconds)
 
 
 @router.get("/files")

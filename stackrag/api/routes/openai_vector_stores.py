@@ -8,7 +8,6 @@ from fastapi import Depends
 
 from ...services.pagination import page
 from ...services.stack import Stack
-from ...errors import BadRequest
 from ...wire.openai import (
     FileBatchCreate,
     VectorStoreCreate,
@@ -24,16 +23,11 @@ from .. import routing
 router = routing.router()
 
 
-def _no_expiry(expires_after: dict[str, Any] | None) -> None:
-    if expires_after:
-        raise BadRequest("expires_after is not supported: vector stores are kept until deleted")
-
-
 @router.post("/vector_stores", openapi_extra=WRITE)
 async def create(body: VectorStoreCreate, stack: Stack = Depends(get_stack)) -> Any:
-    _no_expiry(body.expires_after)
     return await stack.vector_stores.create(body.name, body.file_ids, body.chunking_strategy, body.metadata,
-                                            body.embedding_model, body.provider_id)
+                                            body.embedding_model, body.provider_id,
+                                            body.expires_after.days if body.expires_after else None)
 
 
 @router.get("/vector_stores")
@@ -49,8 +43,8 @@ async def retrieve(store_id: str, stack: Stack = Depends(get_stack)) -> Any:
 
 @router.post("/vector_stores/{store_id}", openapi_extra=WRITE)
 async def update(store_id: str, body: VectorStoreUpdate, stack: Stack = Depends(get_stack)) -> Any:
-    _no_expiry(body.expires_after)
-    return stack.vector_stores.update(store_id, body.name, body.metadata)
+    return stack.vector_stores.update(store_id, body.name, body.metadata,
+                                      body.expires_after.days if body.expires_after else None)
 
 
 @router.delete("/vector_stores/{store_id}", openapi_extra=WRITE)
