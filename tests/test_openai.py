@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from llama_stack_client import LlamaStackClient
 from openai import BadRequestError, NotFoundError, OpenAI
@@ -154,6 +155,20 @@ def test_search_with_and_without_filters(oai, store):
     assert strict.data == []
     with pytest.raises(BadRequestError, match="filters.type"):
         oai.vector_stores.search(vector_store_id=vs.id, query="x", filters={"type": "like", "key": "a", "value": 1})
+    # Llama Stack 0.8's spelling of the fusion: named ranker with alpha / impact_factor, or weights.
+    url = f"{str(oai.base_url).rstrip('/')}/vector_stores/{vs.id}/search"
+    for options in ({"ranker": "weighted", "alpha": 1.0}, {"ranker": "rrf", "impact_factor": 10},
+                    {"weights": {"vector": 0.5, "keyword": 0.5}}):
+        r = httpx.post(url, json={"query": "activation checkpointing saves memory", "ranking_options": options})
+        assert r.status_code == 200 and r.json()["data"], (options, r.text)
+    vector_only = httpx.post(url, json={"query": "activation checkpointing saves memory",
+                                        "ranking_options": {"ranker": "weighted", "alpha": 1.0}}).json()["data"]
+    # alpha 1 is the dense leg alone: the scores are its (1 + cosine) / 2, best first.
+    assert all(0.5 <= d["score"] <= 1.0 for d in vector_only)
+    for options, why in (({"ranker": "neural", "model": "x"}, "reranker model"),
+                         ({"weights": {"vector": 0.5, "keyword": 0.2}}, "sum to 1")):
+        r = httpx.post(url, json={"query": "x", "ranking_options": options})
+        assert r.status_code == 400 and why in r.text, r.text
     # As in the reference, rewriting needs a model named in the run config; this server has none.
     with pytest.raises(BadRequestError, match="retrieval.rewrite_query.model"):
         oai.vector_stores.search(vector_store_id=vs.id, query="x", rewrite_query=True)

@@ -17,7 +17,6 @@ from ..content.documents import extract
 from ..content.text import content_as_text
 from ..errors import BadRequest, Conflict, NotFound, StackError
 from ..storage.jobs import Job
-from ..wire.llama_stack import RRFRanker, WeightedRanker
 from ..wire.openai import (ChunkingStrategy, ComparisonFilter, ContextualChunkingStrategy, Filter, RankingOptions,
                            StaticChunkingStrategy)
 from .contextual import Contextualizer, check_model
@@ -422,7 +421,7 @@ class VectorStoreService:
             # The page reports the queries searched, as the reference does after its rewrite.
             queries = [await self._queries.rewritten(" ".join(queries))]
         options = ranking_options or RankingOptions()
-        ranker = options.ranker if isinstance(options.ranker, (RRFRanker, WeightedRanker)) else None
+        ranker = options.algorithm()
         defaults = self._retrieval.settings
         params = SearchParams(10 if max_num_results is None else max_num_results, options.score_threshold or 0.0,
                               search_mode or defaults.mode, ranker_dict(ranker, defaults.ranker))

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from .common import (bounded_list, MAX_QUERIES, MAX_QUERY_CHARS, Int, IntOrDigits, Lenient, Number, RequestBody,
                      ResourceId)
-from .llama_stack import Ranker
+from .llama_stack import Ranker, RRFRanker, WeightedRanker
 from .response_format import ChatResponseFormat, ResponseText
 
 # OpenAI's limits on attributes and metadata: 16 keys, keys <= 64 characters, strings <= 512.
@@ -108,10 +108,40 @@ Filter = Union[ComparisonFilter, CompoundFilter]
 CompoundFilter.model_rebuild()
 
 
+NEURAL_REFUSED = ("a neural reranker needs a reranker model, and this server has none (no reranker weights "
+                  "install offline); use ranker 'rrf' or 'weighted', or weights over vector and keyword only")
+
+
 class RankingOptions(Lenient):
-    # OpenAI names a ranker ("auto", "default-2024-11-15", "none"); Llama Stack also takes an object.
+    # OpenAI names a ranker ("auto", "default-2024-11-15", "none"); Llama Stack 0.7 also takes an
+    # object, and 0.8 names "rrf" | "weighted" | "neural" with alpha, impact_factor or weights.
     ranker: Annotated[str, Field(max_length=64)] | Ranker | None = None
     score_threshold: Annotated[Number, Field(ge=-1, le=1)] | None = None
+    alpha: Annotated[Number, Field(ge=0, le=1)] | None = None
+    impact_factor: Annotated[Number, Field(gt=0, le=100_000)] | None = None
+    weights: dict[Literal["vector", "keyword", "neural"], Annotated[Number, Field(ge=0, le=1)]] | None = None
+    model: Annotated[str, Field(max_length=256)] | None = None
+
+    @model_validator(mode="after")
+    def _supported(self) -> "RankingOptions":
+        if self.ranker == "neural" or self.model is not None or (self.weights or {}).get("neural"):
+            raise ValueError(NEURAL_REFUSED)
+        if self.weights is not None and abs(sum(self.weights.values()) - 1.0) > 0.001:
+            raise ValueError("ranking_options.weights must sum to 1.0")
+        return self
+
+    def algorithm(self) -> RRFRanker | WeightedRanker | None:
+        """The fusion asked for, whichever way it was spelled; None: the server's default."""
+        if isinstance(self.ranker, (RRFRanker, WeightedRanker)):
+            return self.ranker
+        if self.weights:
+            dense, keyword = self.weights.get("vector", 0.0), self.weights.get("keyword", 0.0)
+            return WeightedRanker(type="weighted", alpha=dense / (dense + keyword) if dense + keyword else 0.5)
+        if self.ranker == "weighted" or (self.ranker is None and self.alpha is not None):
+            return WeightedRanker(type="weighted", alpha=0.5 if self.alpha is None else self.alpha)
+        if self.ranker == "rrf" or (self.ranker is None and self.impact_factor is not None):
+            return RRFRanker(impact_factor=60.0 if self.impact_factor is None else self.impact_factor)
+        return None
 
 
 class StoreExpiry(Lenient):
