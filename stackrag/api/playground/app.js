@@ -332,7 +332,7 @@ function checkedAnswer(text, citations) {
     nodes.push(chars.slice(at, sentence.start).join(""));
     const words = chars.slice(sentence.start, sentence.end).join("");
     if (sentence.supported) {
-      const numbers = [...new Set(sentence.sources.map((s) => s.passage + 1))].join(",");
+      const numbers = [...new Set(sentence.sources.map((s) => s.passage + 1))].sort((a, b) => a - b).join(",");
       const documents = [...new Set(sentence.sources.map((s) => s.document_id))].join(", ");
       nodes.push(el("span", { cls: "supported", text: words, attrs: { "data-cite": numbers, title: `Supported by ${documents}` } }));
     } else {
