@@ -36,15 +36,15 @@ very can could may might must shall should will would do does did done have has 
 him her us them my your his our their also just only into over under about above below up down out off more most
 some any each other such own same all both few many much one two use used using""".split())
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-']*")
-# A sentence ends at . ! ? before a space or the end (not inside 3.14, arxiv.org or e.g.,), or at a
-# line break (bullets, code lines).
+# A sentence ends at . ! ? before a space or the end (not inside 3.14 or arxiv.org), or at a line
+# break (bullets, code lines).
 _SENTENCE = re.compile(r"(?:[^\n.!?]|[.!?](?!\s|$))*(?:[.!?](?=\s|$)|\n|$)")
 
 # The thresholds above were chosen with MiniLM's cosines, so attribution uses MiniLM whatever model
 # embedded the store.
 MODEL = "all-MiniLM-L6-v2"
-# Bounds on the work after an answer (one embedding per sentence, on 2 cores ~5 ms each): a long
-# answer is checked up to here, and only the passages the model was shown first.
+# Bounds on the work after an answer (one embedding per sentence of the answer and the passages): a
+# long answer is checked up to here, against the passages the model was shown first.
 MAX_ANSWER_CHARS = 6000
 MAX_PASSAGES = 8
 MAX_PASSAGE_CHARS = 5000
