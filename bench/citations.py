@@ -29,7 +29,7 @@ from stackrag.services.citations import Passage, attribute, supported_share  # n
 MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
 
 
-def turn(http: httpx.Client, agent: str, question: str) -> tuple[str, list[Passage]]:
+def turn(http: httpx.Client, agent: str, question: str) -> tuple[str, list[Passage], list | None]:
     session = http.post(f"/v1/agents/{agent}/session", json={"session_name": "c"}).json()["session_id"]
     done = http.post(f"/v1/agents/{agent}/session/{session}/turn",
                      json={"messages": [{"role": "user", "content": question}], "stream": False}).json()
@@ -39,7 +39,7 @@ def turn(http: httpx.Client, agent: str, question: str) -> tuple[str, list[Passa
         meta = tool["tool_responses"][0].get("metadata") or {}
         passages = [Passage(d, c) for d, c in zip(meta.get("document_ids", []), meta.get("chunks", []))]
     content = done["output_message"]["content"]
-    return content if isinstance(content, str) else str(content), passages
+    return content if isinstance(content, str) else str(content), passages, done.get("citations")
 
 
 def main() -> None:
@@ -62,15 +62,20 @@ def main() -> None:
                 "toolgroups": [{"name": "builtin::rag", "args": {"vector_db_ids": [db]}}]}}).json()["agent_id"]
             answers, marked = [], []
             for question in dev.questions[: args.questions]:
-                answer, passages = turn(http, agent, question.question)
+                answer, passages, served = turn(http, agent, question.question)
                 found = attribute(answer, passages, embedder)
-                answers.append({"question": question.question, "sentences": len(found),
-                                "supported": sum(s.supported for s in found)})
+                # The server attributes the same way (bounded); its turn's citations must agree.
+                answers.append({"question": question.question, "answer": answer, "sentences": len(found),
+                                "supported": sum(s.supported for s in found),
+                                "server_agrees": served == [s.wire() for s in found],
+                                "checked": [s.wire() for s in found]})
                 marked += [{"question": question.question, "sentence": s.text, "answer": answer,
                             "passages": [p.text[:600] for p in passages]} for s in found if not s.supported]
             total = sum(a["sentences"] for a in answers)
             result["sets"][name] = {
+                "answers": answers,
                 "questions": len(answers), "sentences": total,
+                "server_agrees": sum(a["server_agrees"] for a in answers),
                 "supported_share": round(sum(a["supported"] for a in answers) / total, 3) if total else None,
                 "marked_unsupported": marked,
             }

@@ -136,6 +136,12 @@ def test_upload_ask_and_see_the_streamed_answer_with_its_sources(agent_stack, br
     lengths = page.evaluate("window.__lengths")
     assert len(text.strip()) > 20, text
     assert len({n for n in lengths if 0 < n}) >= 3, lengths  # it grew in steps: streamed
+    # Checked sentence by sentence: each wrapped, supported ones numbered (by CSS: the text stays the answer).
+    checked = answer.locator(".answer-text .supported, .answer-text mark.unsupported")
+    assert checked.count() >= 1
+    assert all(answer.locator(".answer-text .supported").evaluate_all(
+        "nodes => nodes.map(n => /^\\d+(,\\d+)*$/.test(n.dataset.cite))"))
+    expect(answer.locator(".check-note")).to_have_text(re.compile(r"^\d+ of \d+ sentences supported"))
 
     sources = answer.locator(".source")
     assert sources.count() >= 1

@@ -1,5 +1,6 @@
 """`stackrag ask` (one question) and `stackrag chat` (a conversation): a RAG agent over one vector DB,
-its answer streamed as it is generated, then the documents it was given with their scores."""
+its answer streamed as it is generated, then each sentence with the documents that support it (or
+marked when none does), then the documents it was given with their scores."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ class Answer:
     text: str = ""
     # document id -> best score among its retrieved chunks, in the order retrieval ranked them
     sources: dict[str, float] = field(default_factory=dict)
+    # the turn's `citations`: each sentence with its supporting passages (None: the server sent none)
+    citations: list[dict[str, Any]] | None = None
 
     def add_sources(self, metadata: dict[str, Any]) -> None:
         for document_id, score in zip(metadata.get("document_ids") or [], metadata.get("scores") or []):
@@ -91,6 +94,8 @@ class RagSession:
                 elif kind == "step_complete" and payload.get("step_type") == "tool_execution":
                     for result in payload["step_details"].get("tool_responses") or []:
                         answer.add_sources(result.get("metadata") or {})
+                elif kind == "turn_complete":
+                    answer.citations = payload["turn"].get("citations")
         return answer
 
     def close(self) -> None:
@@ -113,6 +118,23 @@ def print_sources(answer: Answer) -> None:
     click.echo("sources:")
     for document_id, score in answer.sources.items():
         click.echo(f"  [{score:.4f}] {document_id}")
+
+
+def print_citations(answer: Answer) -> None:
+    """Sentence by sentence, so a reader knows which claims to check: ✗ where no passage supports one."""
+    if answer.citations is None:
+        return
+    click.echo("checked sentence by sentence:")
+    if not answer.citations:
+        click.echo("  (no sentence of three words or more to check)")
+    for sentence in answer.citations:
+        text = " ".join(sentence["text"].split())
+        text = text if len(text) <= 100 else text[:97] + "..."
+        documents = list(dict.fromkeys(s["document_id"] for s in sentence["sources"]))
+        if sentence["supported"]:
+            click.echo(f"  ✓ {text}  <- {', '.join(documents)}")
+        else:
+            click.echo(f"  ✗ {text}  <- UNSUPPORTED: no passage says this")
 
 
 def echo_text(text: str) -> None:
@@ -147,6 +169,7 @@ def ask(question: str, vector_db: str, model: str | None, max_tokens: int, max_c
         finally:
             session.close()
     click.echo("\n")
+    print_citations(answer)
     print_sources(answer)
 
 
@@ -179,6 +202,7 @@ def chat(vector_db: str, model: str | None, max_tokens: int, max_chunks: int, ur
                     click.echo("\n[answer cancelled]\n")
                     continue
                 click.echo()
+                print_citations(answer)
                 print_sources(answer)
                 click.echo()
         finally:

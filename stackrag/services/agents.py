@@ -3,7 +3,9 @@
 A turn is a sequence of steps (inference, tool_execution) streamed as events. With `builtin::rag`
 the default is to retrieve first with the user's message ("retrieve_first"): small models often
 skip the tool, so retrieval must not depend on them. The retrieval is still reported as the model
-calling knowledge_search followed by a tool_execution step, the shapes clients expect.
+calling knowledge_search followed by a tool_execution step, the shapes clients expect. The final
+answer of a turn that searched carries `citations`: each sentence with the passages that support it
+(services/citations.py), an extra field of the Turn that clients which do not know it ignore.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from . import tenancy
 from ..wire.llama_stack import RAGQueryConfig as RAGQueryConfigIn
 from ..wire.llama_stack import RAGDocument, RAGToolArgs, SamplingParams, TurnDocument
 from ..wire.response_format import LlamaResponseFormat
+from .citations import Attribution, Passage
 from .inference import DEFAULT_ANSWER_TOKENS, Completion, Delta, Sampling, generate, structured_output
 from .messages import to_openai, tool_call, tool_definition_to_openai
 from .models import ModelService
@@ -104,11 +107,12 @@ def rag_tool_of(toolgroups: list[Any], default_mode: str) -> RAGTool | None:
 
 
 class AgentService:
-    def __init__(self, registry: Registry, models: ModelService, rag: RAGService,
+    def __init__(self, registry: Registry, models: ModelService, rag: RAGService, attribution: Attribution,
                  retrieval_mode: str = "retrieve_first"):
         self._registry = registry
         self._models = models
         self._rag = rag
+        self._attribution = attribution
         self._retrieval_mode = retrieval_mode
         # Sessions of agents without enable_session_persistence live only in this process, unless
         # the registry is shared: then the next turn may come to another replica, which must see it.
@@ -352,6 +356,10 @@ class AgentService:
             # max_infer_iters ran out while the model still wanted tools: answer with what we have.
             output = {"role": "assistant", "content": "", "stop_reason": "out_of_tokens", "tool_calls": []}
         turn = state.turn(output)
+        found = await self._attribution.check(content_as_text(output.get("content") or "", "content"),
+                                              searched_passages(state.steps))
+        if found is not None:
+            turn["citations"] = [sentence.wire() for sentence in found]
         session.get("pending", {}).pop(state.turn_id, None)
         session["turns"].append(turn)
         self._save_session(agent, session)
@@ -500,6 +508,18 @@ class AgentService:
         # difference to the chat model's tokenizer and for the result's framing text.
         room = int((model.context_window - used - answer) * 0.75)
         return max(MIN_CONTEXT_TOKENS, min(config.max_tokens_in_context, room))
+
+
+def searched_passages(steps: list[dict[str, Any]]) -> list[Passage]:
+    """What knowledge_search returned in the turn, in order: a citation's `passage` indexes this list."""
+    passages = []
+    responses = [r for step in steps if step["step_type"] == "tool_execution" for r in step["tool_responses"]]
+    for response in responses:
+        if response["tool_name"] == "knowledge_search":
+            metadata = response.get("metadata") or {}
+            passages += [Passage(d, c) for d, c in zip(metadata.get("document_ids") or [],
+                                                       metadata.get("chunks") or [])]
+    return passages
 
 
 async def grounded_question(result: RAGResult, question: str, model: Any, conversation: list[dict[str, Any]],

@@ -5,18 +5,25 @@ answer is generated, every sentence is compared with the sentences of the passag
 shown, by meaning (cosine of MiniLM embeddings) and by words (the share of the sentence's content
 words the passage holds). A sentence is supported by a passage when both agree well enough, or when
 the words alone leave no doubt; a sentence no passage supports is marked, so a reader knows what to
-check. Parameters were chosen on the dev sets' answers (docs/citations.md has the measurement).
+check. Parameters were chosen on the dev sets' answers; bench/citations.py measures them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from ..providers.protocols import Embedder
+
+if TYPE_CHECKING:
+    from .models import ModelService
+
+log = logging.getLogger(__name__)
 
 # Supported when cosine >= SIMILAR and word overlap >= OVERLAP, or overlap >= SURE alone.
 SIMILAR = 0.55
@@ -29,8 +36,18 @@ very can could may might must shall should will would do does did done have has 
 him her us them my your his our their also just only into over under about above below up down out off more most
 some any each other such own same all both few many much one two use used using""".split())
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-']*")
-# A sentence ends at . ! ? (not inside 3.14 or e.g.), or at a line break (bullets, code lines).
-_SENTENCE = re.compile(r"[^\n.!?]*(?:[.!?](?=\s|$)|\n|$)")
+# A sentence ends at . ! ? before a space or the end (not inside 3.14 or arxiv.org), or at a line
+# break (bullets, code lines).
+_SENTENCE = re.compile(r"(?:[^\n.!?]|[.!?](?!\s|$))*(?:[.!?](?=\s|$)|\n|$)")
+
+# The thresholds above were chosen with MiniLM's cosines, so attribution uses MiniLM whatever model
+# embedded the store.
+MODEL = "all-MiniLM-L6-v2"
+# Bounds on the work after an answer (one embedding per sentence of the answer and the passages): a
+# long answer is checked up to here, against the passages the model was shown first.
+MAX_ANSWER_CHARS = 6000
+MAX_PASSAGES = 8
+MAX_PASSAGE_CHARS = 5000
 
 
 @dataclass
@@ -112,3 +129,22 @@ def attribute(answer: str, passages: Sequence[Passage], embedder: Embedder) -> l
 
 def supported_share(found: list[Sentence]) -> float | None:
     return float(np.mean([s.supported for s in found])) if found else None
+
+
+class Attribution:
+    """attribute() for the services: off the event loop, bounded, and never in the way of the
+    answer (a failure is logged and the answer goes out without citations)."""
+
+    def __init__(self, models: ModelService):
+        self._models = models
+
+    async def check(self, answer: str, passages: Sequence[Passage]) -> list[Sentence] | None:
+        if not answer.strip() or not passages:
+            return None
+        bounded = [Passage(p.source_id, p.text[:MAX_PASSAGE_CHARS], p.title) for p in passages[:MAX_PASSAGES]]
+        try:
+            embedder = self._models.embedder(MODEL)
+            return await asyncio.to_thread(attribute, answer[:MAX_ANSWER_CHARS], bounded, embedder)
+        except Exception:  # noqa: BLE001 - citations are an extra; the answer must not fail with them
+            log.exception("attribution failed; the answer goes out without citations")
+            return None

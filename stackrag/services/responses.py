@@ -1,7 +1,9 @@
 """The Responses API with file_search, and conversations, over the same retrieval and models.
 
 file_search runs first with the user's message (as builtin::rag does in agents), the model answers
-from the best passages, and the answer cites the files it was given (file_citation annotations).
+from the best passages, and each answer sentence those passages support cites their files
+(file_citation annotations at the sentence's end, found by services/citations.py, not by markers
+the model would have to write).
 Responses and conversation items are kept in the registry, so previous_response_id and
 conversations work across restarts.
 """
@@ -19,6 +21,7 @@ from ..storage.registry import Registry
 from . import tenancy
 from ..wire.openai import FileSearchTool, ResponseCreate
 from .agents import grounded_question
+from .citations import Attribution, Passage, Sentence
 from .inference import Completion, Delta, Sampling, generate, structured_output
 from .models import ModelService
 from .retrieval import RAGResult
@@ -71,10 +74,12 @@ def _chat(item: dict[str, Any]) -> dict[str, Any]:
 
 
 class ResponseService:
-    def __init__(self, registry: Registry, models: ModelService, stores: VectorStoreService):
+    def __init__(self, registry: Registry, models: ModelService, stores: VectorStoreService,
+                 attribution: Attribution):
         self._registry = registry
         self._models = models
         self._stores = stores
+        self._attribution = attribution
 
     # -- conversations ------------------------------------------------------------------------
 
@@ -205,7 +210,7 @@ class ResponseService:
         messages = ([{"role": "system", "content": body["instructions"]}] if body.get("instructions") else [])
         messages += [_chat(i) for i in history + new_items]
         question = new_items[-1]["content"]
-        citations: list[dict[str, Any]] = []
+        shown: list[SearchResult] = []
         if file_search is not None:
             call = {"type": "file_search_call", "id": _id("fs"), "status": "in_progress", "queries": [question],
                     "results": None}
@@ -222,12 +227,9 @@ class ResponseService:
             yield seq.event("response.file_search_call.completed", output_index=index, item_id=call["id"])
             yield seq.event("response.output_item.done", output_index=index, item=call)
             if results:
-                passages = _as_rag_result(results[:PASSAGES])
-                messages[-1] = {"role": "user", "content": await grounded_question(passages, question, model,
-                                                                                   messages[:-1], sampling)}
-                for r in results[:PASSAGES]:
-                    if r.file_id not in [c["file_id"] for c in citations]:
-                        citations.append({"file_id": r.file_id, "filename": r.filename})
+                shown = results[:PASSAGES]
+                messages[-1] = {"role": "user", "content": await grounded_question(_as_rag_result(shown), question,
+                                                                                   model, messages[:-1], sampling)}
 
         message = {"type": "message", "id": _id("msg"), "role": "assistant", "status": "in_progress", "content": []}
         index = len(response["output"])
@@ -244,8 +246,10 @@ class ResponseService:
                 completion = item
         assert completion is not None
         text = completion.text
-        part = {"type": "output_text", "text": text,
-                "annotations": [{"type": "file_citation", "index": len(text), **c} for c in citations]}
+        # Llama Stack 0.7.1 streams no response.output_text.annotation.added: the annotations arrive
+        # with the finished part, item and response, and so they do here.
+        found = await self._attribution.check(text, [Passage(r.file_id, _shown_text(r), r.filename) for r in shown])
+        part = {"type": "output_text", "text": text, "annotations": file_citations(found or [], shown)}
         yield seq.event("response.output_text.done", output_index=index, item_id=message["id"], content_index=0,
                         text=text)
         yield seq.event("response.content_part.done", output_index=index, item_id=message["id"], content_index=0,
@@ -279,6 +283,22 @@ class ResponseService:
 def _output_text(response: dict[str, Any]) -> str:
     return "".join(part.get("text", "") for item in response["output"] if item["type"] == "message"
                    for part in item["content"])
+
+
+def _shown_text(result: SearchResult) -> str:
+    return result.passage or result.content[0]["text"]
+
+
+def file_citations(found: list[Sentence], shown: list[SearchResult]) -> list[dict[str, Any]]:
+    """One annotation per supported sentence and file, at the sentence's end: where OpenAI (and
+    Llama Stack, from the model's markers) put a citation, the index of the text just after it."""
+    names = {r.file_id: r.filename for r in shown}
+    annotations = []
+    for sentence in found:
+        for file_id in dict.fromkeys(s.source_id for s in sentence.sources):
+            annotations.append({"type": "file_citation", "file_id": file_id, "filename": names[file_id],
+                                "index": sentence.end})
+    return annotations
 
 
 def _as_rag_result(results: list[SearchResult]) -> RAGResult:

@@ -17,6 +17,7 @@ from ..providers.registry import PROVIDERS, create, lookup
 from ..storage import Storage, files_kind, open_storage
 from ..storage.registry import Registry
 from .agents import AgentService
+from .citations import Attribution
 from .files import FileService
 from .ingestion import Ingestion
 from .keys import KeyService, config_keys
@@ -86,6 +87,7 @@ def build_stack(config: RunConfig) -> Stack:
     queries = QueryWriter(models, config.retrieval.rewrite_query)
     queries.check_configured()
     rag = RAGService(vector_dbs, ingestion, retrieval, queries)
+    attribution = Attribution(models)
     files = FileService(registry, storage.blobs, config.ingestion.max_document_bytes)
     vector_stores = VectorStoreService(vector_dbs, files, ingestion, retrieval, registry, replica, models, queries,
                                        config.ingestion.attach_wait_seconds)
@@ -104,8 +106,8 @@ def build_stack(config: RunConfig) -> Stack:
         vector_io=VectorIOService(vector_dbs, ingestion, retrieval),
         files=files,
         vector_stores=vector_stores,
-        agents=AgentService(registry, models, rag),
-        responses=ResponseService(registry, models, vector_stores),
+        agents=AgentService(registry, models, rag, attribution),
+        responses=ResponseService(registry, models, vector_stores, attribution),
         keys=keys,
         providers=providers,
     )

@@ -320,6 +320,30 @@ function sourceList(metadata) {
   return list;
 }
 
+// The answer again, each sentence the server checked wrapped: supported ones carry the numbers of
+// their sources (drawn by CSS, so the text stays the answer's), unsupported ones are marked.
+// Offsets are Python's code points, hence Array.from rather than UTF-16 string indices.
+function checkedAnswer(text, citations) {
+  const chars = Array.from(text);
+  const nodes = [];
+  let at = 0;
+  for (const sentence of citations) {
+    if (sentence.start < at || sentence.end > chars.length) continue;
+    nodes.push(chars.slice(at, sentence.start).join(""));
+    const words = chars.slice(sentence.start, sentence.end).join("");
+    if (sentence.supported) {
+      const numbers = [...new Set(sentence.sources.map((s) => s.passage + 1))].sort((a, b) => a - b).join(",");
+      const documents = [...new Set(sentence.sources.map((s) => s.document_id))].join(", ");
+      nodes.push(el("span", { cls: "supported", text: words, attrs: { "data-cite": numbers, title: `Supported by ${documents}` } }));
+    } else {
+      nodes.push(el("mark", { cls: "unsupported", text: words, attrs: { title: "No retrieved passage supports this sentence" } }));
+    }
+    at = sentence.end;
+  }
+  nodes.push(chars.slice(at).join(""));
+  return nodes;
+}
+
 async function ask(question) {
   const db = currentDb();
   $("empty").hidden = true;
@@ -373,6 +397,13 @@ function handleEvent(payload, { status, answer, sources, db }) {
     // The whole answer, in case a delta was lost or the model's output was post-processed.
     const final = textOf(payload.turn?.output_message?.content);
     if (final) answer.textContent = final;
+    const citations = payload.turn?.citations ?? [];
+    if (final && citations.length) {
+      answer.replaceChildren(...checkedAnswer(final, citations));
+      const supported = citations.filter((c) => c.supported).length;
+      sources.append(el("p", { cls: "check-note small muted",
+        text: `${supported} of ${citations.length} sentences supported by these sources; underlined ones by none.` }));
+    }
     if (!answer.textContent) answer.textContent = "(no answer)";
   }
 }
