@@ -19,7 +19,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import httpx
 import pytest
@@ -271,6 +271,14 @@ def agent_stack(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> I
     server = start_example_server(data_dir, models_dir)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def oai(agent_stack: Server) -> Any:
+    """The openai SDK on the agent server."""
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{agent_stack.url}/v1", api_key="unused")
 
 
 CLIENT07_VENV = ROOT / ".venv-client07"

@@ -14,7 +14,6 @@ import pytest
 from llama_stack_client import LlamaStackClient
 from llama_stack_client.lib.agents.agent import Agent
 from llama_stack_client.types.agent_create_params import AgentConfig
-from openai import OpenAI
 
 from conftest import ROOT, TUTORIAL_DOCS, new_id, register_tutorial_db
 
@@ -69,11 +68,6 @@ def test_attribution_that_cannot_run_gives_no_citations_instead_of_an_error(tmp_
 
 
 # -- responses with file_search: file_citation annotations at the sentence's end --
-
-
-@pytest.fixture(scope="module")
-def oai(agent_stack):
-    return OpenAI(base_url=f"{agent_stack.url}/v1", api_key="unused")
 
 
 @pytest.fixture(scope="module")

@@ -33,11 +33,6 @@ def wait_completed(client: OpenAI, store_id: str, file_id: str, timeout: float =
 
 
 @pytest.fixture(scope="module")
-def oai(agent_stack):
-    return OpenAI(base_url=f"{agent_stack.url}/v1", api_key="unused")
-
-
-@pytest.fixture(scope="module")
 def store(oai):
     uploaded = {}
     for name in TUTORIAL_FILES:

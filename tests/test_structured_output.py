@@ -10,7 +10,7 @@ import json
 import httpx
 import pytest
 from llama_stack_client import LlamaStackClient
-from openai import BadRequestError, OpenAI
+from openai import BadRequestError
 
 from conftest import register_tutorial_db, worker_pids
 
@@ -37,11 +37,6 @@ def fits(value: object, schema: dict) -> bool:
     if schema.get("additionalProperties") is False and not set(value) <= set(props):
         return False
     return all(fits(value[k], props[k]) for k in value if k in props)
-
-
-@pytest.fixture(scope="module")
-def oai(agent_stack) -> OpenAI:
-    return OpenAI(base_url=f"{agent_stack.url}/v1", api_key="unused")
 
 
 @pytest.fixture(scope="module")
