@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from ..errors import NotFound
 from ..providers.protocols import Embedder
 
 if TYPE_CHECKING:
@@ -137,6 +138,7 @@ class Attribution:
 
     def __init__(self, models: ModelService):
         self._models = models
+        self._told = False
 
     async def check(self, answer: str, passages: Sequence[Passage]) -> list[Sentence] | None:
         if not answer.strip() or not passages:
@@ -144,6 +146,13 @@ class Attribution:
         bounded = [Passage(p.source_id, p.text[:MAX_PASSAGE_CHARS], p.title) for p in passages[:MAX_PASSAGES]]
         try:
             embedder = self._models.embedder(MODEL)
+        except NotFound:
+            # A config without MiniLM: said once, not at every answer.
+            if not self._told:
+                log.warning("answers carry no citations: the %s embedding model is not configured", MODEL)
+                self._told = True
+            return None
+        try:
             return await asyncio.to_thread(attribute, answer[:MAX_ANSWER_CHARS], bounded, embedder)
         except Exception:  # noqa: BLE001 - citations are an extra; the answer must not fail with them
             log.exception("attribution failed; the answer goes out without citations")
