@@ -205,12 +205,19 @@ def test_chat_keeps_the_conversation_and_cancels_cleanly(agent_stack, chat_db):
         sessions = httpx.get(f"{agent_stack.url}/v1/agents/{agent['agent_id']}/sessions").json()["data"]
         assert [len(s["turns"]) for s in sessions] == [2]
 
-        # Ctrl-C while the answer streams stops it; the conversation goes on.
-        child.sendline("Explain step by step how LoRA finetuning of Llama3 works in torchtune.")
-        child.expect_exact("torchtune.\r\n")
-        child.expect(r"\w")  # the first token of the answer
-        child.sendintr()
-        child.expect_exact("[answer cancelled]")
+        # Ctrl-C while the answer streams stops it; the conversation goes on. An answer can be
+        # whole before the interrupt lands (held back until its end when it starts like a tool
+        # call, or simply short): then the question is asked again, at most three times.
+        for attempt in range(3):
+            child.sendline("Explain step by step how LoRA finetuning of Llama3 works in torchtune.")
+            child.expect_exact("torchtune.\r\n")
+            child.expect(r"\w")  # the first token of the answer
+            child.sendintr()
+            if child.expect_exact(["[answer cancelled]", "sources:"]) == 0:
+                break
+            child.expect_exact("you> ")
+        else:
+            pytest.fail("no answer was still streaming when Ctrl-C came, three times")
         child.expect_exact("you> ")
         child.sendline("/quit")
         child.expect(pexpect.EOF)
